@@ -1,0 +1,238 @@
+//! The watch cache: every live object in memory, plus a window of recent
+//! events, fed by the store's event stream. LIST, GET and WATCH are served
+//! from here; only writes go to the store.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use crate::store::{Backend, Event, EventKind, Revision, StoreError};
+
+/// An object as served: parsed, and serialized with its resourceVersion set.
+#[derive(Debug)]
+pub struct Obj {
+    pub key: String,
+    pub value: Value,
+    pub bytes: Bytes,
+    pub mod_revision: Revision,
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheEvent {
+    pub revision: Revision,
+    pub key: String,
+    /// None when the event deleted the key.
+    pub obj: Option<Arc<Obj>>,
+    /// The object before the event (for a delete: the deleted object).
+    pub prev: Option<Arc<Obj>>,
+}
+
+struct Inner {
+    objects: BTreeMap<String, Arc<Obj>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    revision: Revision,
+    /// Events after this revision are all in `history`.
+    history_from: Revision,
+}
+
+pub struct Cache {
+    backend: Arc<dyn Backend>,
+    inner: RwLock<Inner>,
+    applied: watch::Sender<Revision>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+}
+
+/// Memory bound for the in-memory event window; older events are read from
+/// the store's history.
+const HISTORY_LIMIT: usize = 20_000;
+
+/// Parses stored bytes and stamps the revision as resourceVersion.
+pub fn materialize(key: &str, raw: &[u8], mod_revision: Revision) -> Obj {
+    let mut value: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(mod_revision.to_string()),
+        );
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+    Obj {
+        key: key.to_string(),
+        value,
+        bytes,
+        mod_revision,
+    }
+}
+
+impl Cache {
+    pub async fn open(backend: Arc<dyn Backend>) -> Result<Arc<Cache>, StoreError> {
+        let mut rx = backend
+            .take_events()
+            .ok_or_else(|| StoreError::Backend("event stream already taken".into()))?;
+        let snap = backend.snapshot().await?;
+        let mut objects = BTreeMap::new();
+        for kv in snap.kvs {
+            let obj = materialize(&kv.key, &kv.value, kv.mod_revision);
+            objects.insert(kv.key.clone(), Arc::new(obj));
+        }
+        let (applied, _) = watch::channel(snap.revision);
+        let (events, _) = broadcast::channel(65_536);
+        let cache = Arc::new(Cache {
+            backend,
+            inner: RwLock::new(Inner {
+                objects,
+                history: VecDeque::new(),
+                revision: snap.revision,
+                history_from: snap.revision,
+            }),
+            applied,
+            events,
+        });
+        let c = cache.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                c.apply(ev);
+            }
+        });
+        Ok(cache)
+    }
+
+    fn apply(&self, ev: Event) {
+        let rev = ev.kv.mod_revision;
+        let mut inner = self.inner.write().unwrap();
+        if rev <= inner.revision {
+            return;
+        }
+        let prev = inner.objects.get(&ev.kv.key).cloned();
+        let obj = match ev.kind {
+            EventKind::Put => {
+                let obj = Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev));
+                inner.objects.insert(ev.kv.key.clone(), obj.clone());
+                Some(obj)
+            }
+            EventKind::Delete => {
+                inner.objects.remove(&ev.kv.key);
+                None
+            }
+        };
+        let prev = prev.or_else(|| {
+            (ev.kind == EventKind::Delete)
+                .then(|| Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev)))
+        });
+        let ce = Arc::new(CacheEvent {
+            revision: rev,
+            key: ev.kv.key,
+            obj,
+            prev,
+        });
+        inner.history.push_back(ce.clone());
+        if inner.history.len() > HISTORY_LIMIT
+            && let Some(old) = inner.history.pop_front()
+        {
+            inner.history_from = old.revision;
+        }
+        inner.revision = rev;
+        // Send while holding the lock so a watcher that subscribed under the
+        // lock sees every later event exactly once.
+        let _ = self.events.send(ce);
+        drop(inner);
+        self.applied.send_replace(rev);
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.inner.read().unwrap().revision
+    }
+
+    /// Waits until the cache has applied `rev` (read-your-writes after a write).
+    pub async fn wait_for(&self, rev: Revision) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|r| *r >= rev).await;
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Obj>> {
+        self.inner.read().unwrap().objects.get(key).cloned()
+    }
+
+    /// Every object whose key starts with `prefix`, in key order, starting
+    /// after `start_after` when given; plus the cache revision.
+    pub fn list(&self, prefix: &str, start_after: Option<&str>) -> (Vec<Arc<Obj>>, Revision) {
+        let inner = self.inner.read().unwrap();
+        let lower = match start_after {
+            Some(k) if k >= prefix => Bound::Excluded(k.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let items = inner
+            .objects
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.revision)
+    }
+
+    /// Calls `f` on each object under `prefix` without collecting.
+    pub fn count(&self, prefix: &str) -> usize {
+        let inner = self.inner.read().unwrap();
+        inner
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+    }
+
+    /// Events after `from` (exclusive) followed by a live subscription, with
+    /// no gap and no duplicate. `Err(Compacted)` when `from` is too old.
+    pub async fn watch_from(
+        &self,
+        from: Revision,
+    ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), StoreError> {
+        {
+            let inner = self.inner.read().unwrap();
+            if from >= inner.history_from {
+                let past = inner
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > from)
+                    .cloned()
+                    .collect();
+                return Ok((past, self.events.subscribe()));
+            }
+        }
+        // Older than the in-memory window: read the store's history, then
+        // join the live stream, dropping overlap by revision.
+        let rx = self.events.subscribe();
+        let evs = self.backend.history(from).await?;
+        let mut prevs: std::collections::HashMap<String, Arc<Obj>> = Default::default();
+        let mut out = Vec::with_capacity(evs.len());
+        for ev in evs {
+            let rev = ev.kv.mod_revision;
+            let this = Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev));
+            let prev = prevs.get(&ev.kv.key).cloned();
+            let (obj, prev) = match ev.kind {
+                EventKind::Put => {
+                    prevs.insert(ev.kv.key.clone(), this.clone());
+                    (Some(this), prev)
+                }
+                EventKind::Delete => {
+                    prevs.remove(&ev.kv.key);
+                    (None, Some(this))
+                }
+            };
+            out.push(Arc::new(CacheEvent {
+                revision: rev,
+                key: ev.kv.key,
+                obj,
+                prev,
+            }));
+        }
+        Ok((out, rx))
+    }
+}

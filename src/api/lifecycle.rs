@@ -1,0 +1,257 @@
+//! API-server housekeeping: the objects every cluster has from its first
+//! start, namespace finalization (deleting a namespace empties it, then
+//! removes it), and the garbage collector for ownerReferences
+//! (Background, Foreground and Orphan propagation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::handlers::{self, DeleteOpts};
+use super::objects::meta_str;
+use super::{Api, Target};
+
+fn target(api: &Api, group: &str, version: &str, resource: &str, ns: Option<&str>, name: &str) -> Option<Target> {
+    let info = api.registry().find(group, version, resource)?;
+    Some(Target {
+        info,
+        namespace: ns.map(str::to_string),
+        name: Some(name.to_string()),
+        subresource: None,
+    })
+}
+
+pub async fn bootstrap(api: &Arc<Api>, port: u16) -> anyhow::Result<()> {
+    // Mark allocated service IPs so new allocations avoid them.
+    let (svcs, _) = api.cache.list("/registry/core/services/", None);
+    for s in &svcs {
+        if let Some(ip) = s.value.pointer("/spec/clusterIP").and_then(Value::as_str) {
+            api.service_ip.mark(ip);
+        }
+    }
+    api.service_ip.mark("10.43.0.1");
+    api.service_ip.mark("10.43.0.10");
+    let ns_info = api.registry().find("", "v1", "namespaces").expect("namespaces in catalogue");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if api.cache.get(&format!("/registry/core/namespaces/{ns}")).is_none() {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            handlers::create_object(api, &ns_info, None, obj, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
+        }
+    }
+    let svc_info = api.registry().find("", "v1", "services").expect("services in catalogue");
+    if api.cache.get("/registry/core/services/default/kubernetes").is_none() {
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.43.0.1", "type": "ClusterIP",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        });
+        handlers::create_object(api, &svc_info, Some("default"), obj, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the kubernetes service: {}", e.message))?;
+    }
+    Ok(())
+}
+
+/// Reacts to changes: runs namespace finalization and garbage collection
+/// whenever anything changes, coalescing bursts.
+pub async fn run(api: Arc<Api>) {
+    let mut rx = match api.cache.watch_from(api.cache.revision()).await {
+        Ok((_, rx)) => rx,
+        Err(_) => return,
+    };
+    loop {
+        // Drain a burst, then act once, and only when something was deleted
+        // or is being deleted (the only events that can leave work).
+        let mut work = false;
+        let is_work = |ev: &super::cache::CacheEvent| {
+            ev.obj.is_none()
+                || ev
+                    .obj
+                    .as_ref()
+                    .is_some_and(|o| o.value.pointer("/metadata/deletionTimestamp").is_some())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Ok(ev)) => work |= is_work(&ev),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => work = true,
+            Ok(Err(_)) => return,
+            // Idle: a periodic pass catches anything a lagged receiver missed.
+            Err(_) => work = true,
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => work |= is_work(&ev),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => work = true,
+                Err(_) => break,
+            }
+        }
+        if work {
+            finalize_namespaces(&api).await;
+            collect_garbage(&api).await;
+        }
+    }
+}
+
+/// Every stored namespaced resource, one entry per storage prefix.
+fn namespaced_resources(api: &Api) -> Vec<Arc<super::registry::ResourceInfo>> {
+    let reg = api.registry();
+    let mut seen = std::collections::HashSet::new();
+    reg.resources
+        .iter()
+        .filter(|r| r.namespaced && r.is_stored())
+        .filter(|r| seen.insert(r.storage_prefix()))
+        .cloned()
+        .collect()
+}
+
+async fn finalize_namespaces(api: &Arc<Api>) {
+    let (nss, _) = api.cache.list("/registry/core/namespaces/", None);
+    for ns in nss {
+        if ns.value.pointer("/metadata/deletionTimestamp").is_none() {
+            continue;
+        }
+        let name = meta_str(&ns.value, "name").unwrap_or("").to_string();
+        let mut remaining = 0;
+        for info in namespaced_resources(api) {
+            let prefix = format!("{}{}/", info.storage_prefix(), name);
+            let (items, _) = api.cache.list(&prefix, None);
+            for o in items {
+                remaining += 1;
+                if o.value.pointer("/metadata/deletionTimestamp").is_some() {
+                    continue;
+                }
+                let t = Target {
+                    info: info.clone(),
+                    namespace: Some(name.clone()),
+                    name: meta_str(&o.value, "name").map(str::to_string),
+                    subresource: None,
+                };
+                let opts = DeleteOpts { grace: None, propagation: Some("Background".into()), uid: None, rv: None };
+                let _ = handlers::delete_object(api, &t, &opts, false).await;
+            }
+        }
+        if remaining > 0 {
+            continue;
+        }
+        // Empty: drop the "kubernetes" finalizer, which deletes the namespace.
+        let Some(t) = target(api, "", "v1", "namespaces", None, &name) else { continue };
+        let mut new = ns.value.clone();
+        new["spec"]["finalizers"] = json!([]);
+        let _ = handlers::write_update(api, &Target { subresource: Some("finalize".into()), ..t.clone() }, ns.clone(), new, None, Some("finalize"), false).await;
+        if let Some(cur) = api.cache.get(&t.key()) {
+            let spec_f = cur.value.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let meta_f = cur.value.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            if spec_f && meta_f {
+                let _ = api
+                    .cache
+                    .backend()
+                    .write(crate::store::Op::Delete { key: cur.key.clone(), expected: Some(cur.mod_revision) })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Deletes dependents whose owners are gone (Background), deletes the
+/// dependents of owners in foreground deletion and then releases them, and
+/// strips owner references for orphaning deletes.
+async fn collect_garbage(api: &Arc<Api>) {
+    let reg = api.registry();
+    let mut all = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for info in reg.resources.iter().filter(|r| r.is_stored()) {
+        if !seen.insert(info.storage_prefix()) {
+            continue;
+        }
+        let (items, _) = api.cache.list(&info.storage_prefix(), None);
+        for o in items {
+            all.push((info.clone(), o));
+        }
+    }
+    let live_uids: std::collections::HashMap<String, (Arc<super::registry::ResourceInfo>, Arc<super::cache::Obj>)> = all
+        .iter()
+        .filter_map(|(i, o)| {
+            o.value
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(|u| (u.to_string(), (i.clone(), o.clone())))
+        })
+        .collect();
+    let finalizers = |o: &Value| -> Vec<String> {
+        o.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    // Owners waiting on dependents.
+    let mut blocking: std::collections::HashSet<String> = Default::default();
+    for (info, o) in &all {
+        let refs = o.value.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        if refs.is_empty() {
+            continue;
+        }
+        let mut orphan_from = Vec::new();
+        let mut delete_me = false;
+        let mut all_owners_gone = true;
+        for r in &refs {
+            let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
+            match live_uids.get(uid) {
+                None => delete_me = delete_me || true,
+                Some((_, owner)) => {
+                    all_owners_gone = false;
+                    let f = finalizers(&owner.value);
+                    let deleting = owner.value.pointer("/metadata/deletionTimestamp").is_some();
+                    if deleting && f.iter().any(|x| x == "orphan") {
+                        orphan_from.push(uid.to_string());
+                    } else if deleting && f.iter().any(|x| x == "foregroundDeletion") {
+                        blocking.insert(uid.to_string());
+                        if o.value.pointer("/metadata/deletionTimestamp").is_none() {
+                            let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
+                            let opts = DeleteOpts { grace: None, propagation: Some("Foreground".into()), uid: None, rv: None };
+                            let _ = handlers::delete_object(api, &t, &opts, false).await;
+                        }
+                    }
+                }
+            }
+        }
+        let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
+        if !orphan_from.is_empty() {
+            let mut new = o.value.clone();
+            if let Some(a) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                a.retain(|r| !orphan_from.iter().any(|u| r.get("uid").and_then(Value::as_str) == Some(u)));
+            }
+            let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
+        } else if delete_me && all_owners_gone && o.value.pointer("/metadata/deletionTimestamp").is_none() {
+            let opts = DeleteOpts { grace: None, propagation: Some("Background".into()), uid: None, rv: None };
+            let _ = handlers::delete_object(api, &t, &opts, false).await;
+        }
+    }
+    // Release owners whose orphaning or foreground work is done.
+    for (info, o) in &all {
+        if o.value.pointer("/metadata/deletionTimestamp").is_none() {
+            continue;
+        }
+        let f = finalizers(&o.value);
+        let uid = o.value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        let has_dependents = all.iter().any(|(_, d)| {
+            d.value.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|rs| rs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+        });
+        let mut new_f = f.clone();
+        if f.iter().any(|x| x == "orphan") && !has_dependents {
+            new_f.retain(|x| x != "orphan");
+        }
+        if f.iter().any(|x| x == "foregroundDeletion") && !has_dependents && !blocking.contains(uid) {
+            new_f.retain(|x| x != "foregroundDeletion");
+        }
+        if new_f != f {
+            let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
+            let mut new = o.value.clone();
+            new["metadata"]["finalizers"] = json!(new_f);
+            let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! skiff: Kubernetes as one executable.
+
+mod api;
+mod cli;
+mod pki;
+mod server;
+mod store;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `skiff server`: brings up PKI, the datastore, the watch cache and the
+//! API server, bootstraps the cluster's fixed objects and serves.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+
+use crate::api::{self, Api};
+use crate::cli::ServerArgs;
+use crate::pki;
+use crate::store::{self, Backend};
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skiff")
+        .build()?;
+    rt.block_on(serve(args))
+}
+
+fn local_ips() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs fills a linked list we free with freeifaddrs.
+    unsafe {
+        let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut cur = ifap;
+        while !cur.is_null() {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
+                let sin = addr as *const libc::sockaddr_in;
+                let ip = std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    out.push(IpAddr::V4(ip));
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    let started = Instant::now();
+    if let Some(ep) = args.datastore_endpoint.as_deref().filter(|e| !e.is_empty())
+        && !ep.starts_with("sqlite://")
+    {
+        anyhow::bail!(
+            "--datastore-endpoint {ep:?}: only the embedded SQLite datastore is available in this build (empty or sqlite://PATH)"
+        );
+    }
+    let server_dir = args.data_dir.join("server");
+    std::fs::create_dir_all(&server_dir)
+        .with_context(|| format!("creating {}", server_dir.display()))?;
+
+    let mut sans: Vec<String> = vec![
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "10.43.0.1".into(),
+        hostname(),
+    ];
+    if let Some(a) = &args.advertise_address {
+        sans.push(a.clone());
+    }
+    sans.extend(local_ips().iter().map(|i| i.to_string()));
+    sans.extend(args.tls_san.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    sans.retain(|s| seen.insert(s.clone()));
+    let pki = pki::ensure(&server_dir.join("tls"), &sans)?;
+    let token = pki::ensure_token(&server_dir.join("token"), &pki.ca_pem, args.token.as_deref())?;
+    let secret = pki::token_secret(&token).unwrap_or("").to_string();
+
+    let db_path = match args.datastore_endpoint.as_deref().and_then(|e| e.strip_prefix("sqlite://")) {
+        Some(p) => std::path::PathBuf::from(p),
+        None => server_dir.join("db").join("state.db"),
+    };
+    let backend: Arc<dyn Backend> = Arc::new(
+        store::sqlite::open(&db_path).map_err(|e| anyhow::anyhow!("opening {}: {e}", db_path.display()))?,
+    );
+    let cache = api::cache::Cache::open(backend.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the store: {e}"))?;
+
+    let advertise = args
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let api = Api::new(
+        cache.clone(),
+        secret,
+        format!("{advertise}:{}", args.https_listen_port),
+    );
+    api::lifecycle::bootstrap(&api, args.https_listen_port).await?;
+
+    let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let acceptor = api::http::tls_acceptor(&pki.ca_pem, &pki.serving_cert_pem, &pki.serving_key_pem)?;
+
+    let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
+        .with_context(|| format!("--write-kubeconfig-mode {:?}", args.write_kubeconfig_mode))?;
+    let host = if args.bind_address == "0.0.0.0" || args.bind_address == "::" {
+        "127.0.0.1".to_string()
+    } else {
+        args.bind_address.clone()
+    };
+    pki::write_kubeconfig(
+        &args.write_kubeconfig,
+        mode,
+        &format!("https://{host}:{}", args.https_listen_port),
+        &pki,
+    )?;
+
+    tokio::spawn(api::crd::run(api.clone()));
+    tokio::spawn(api::lifecycle::run(api.clone()));
+    tokio::spawn(compaction(backend.clone(), cache.clone(), args.compaction_interval));
+    if !args.disable_agent {
+        tracing::warn!("the node agent is not part of this build yet; running the control plane only");
+    }
+    tracing::info!(
+        "skiff server {} ready on https://{addr} in {} ms (kubeconfig {})",
+        crate::cli::VERSION,
+        started.elapsed().as_millis(),
+        args.write_kubeconfig.display()
+    );
+
+    let serve = api::http::serve(listener, acceptor, api.clone());
+    tokio::select! {
+        _ = serve => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Every interval, drops history older than the revision seen one interval
+/// ago (kube-apiserver's scheme), so watchers have at least one interval to
+/// resume and the file stays bounded.
+async fn compaction(backend: Arc<dyn Backend>, cache: Arc<api::cache::Cache>, interval: u64) {
+    let interval = Duration::from_secs(interval.max(1));
+    let mut previous = cache.revision();
+    loop {
+        tokio::time::sleep(interval).await;
+        if previous > 0 {
+            match backend.compact(previous).await {
+                Ok(()) => tracing::debug!(revision = previous, "compacted"),
+                Err(e) => tracing::warn!("compaction at {previous}: {e}"),
+            }
+        }
+        previous = cache.revision();
+    }
+}
+
