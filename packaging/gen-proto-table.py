@@ -33,7 +33,7 @@ Output (gzip, mtime 0, deterministic):
                 "always" (non-pointer, no omitempty), or null (not in the Go sources)
 
 Usage:
-  packaging/gen-proto-table.py --go-api DIR --go-apimachinery DIR \
+  packaging/gen-proto-table.py --go-api DIR --go-apimachinery DIR
       [--source DIR_OR_CRATE] [--definitions FILE]... [--out FILE] [-v]
 """
 
@@ -61,7 +61,6 @@ STRUCT_RE = re.compile(r"^pub struct (\w+) \{")
 FIELD_RE = re.compile(r"^\s*pub (?:r#)?(\w+):(.*)$")
 TAG_RE = re.compile(r'tag\s*=\s*"(\d+)"')
 MAP_RE = re.compile(r'btree_map\s*=\s*"string,\s*(\w+)"')
-PATH_RE = re.compile(r"((?:(?:super|crate|\w+)::)*)(\w+)>*,?$")
 
 
 def norm(s):
@@ -87,7 +86,7 @@ def find_source():
 
 
 def read_sources(src):
-    """Yield (module path parts, file text) for every src/**/mod.rs of the crate."""
+    """[(module path parts, file text)] for every src/**/mod.rs of the crate, sorted."""
     out = []
     if os.path.isdir(src):
         root = os.path.join(src, "src") if os.path.isdir(os.path.join(src, "src")) else src
@@ -112,8 +111,9 @@ def read_sources(src):
 def find_definitions():
     """Paths of the kubernetes-validate definition files, v1.33 first.
 
-    v1.33 is authoritative; the other releases only help recover spellings of
-    messages/fields that v1.33 does not serve (old group versions, newer fields).
+    v1.33 is authoritative; the other releases (newest first) only help recover
+    spellings of messages/fields that v1.33 does not serve (old group versions,
+    newer fields).
     """
     try:
         import kubernetes_validate
@@ -254,11 +254,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", help=f"unpacked {CRATE} directory or .crate file")
     ap.add_argument("--definitions", action="append", help="_definitions.json (repeatable; first wins)")
-    ap.add_argument("--out", default=os.path.join(HERE, "..", "embedded", "proto-fields.json.gz"))
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "embedded", "proto-fields.json.gz"), help="output file")
     ap.add_argument("--go-api", help="k8s.io/api source tree (tag v0.35.7)")
     ap.add_argument("--go-apimachinery", help="k8s.io/apimachinery source tree (tag v0.35.7)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    if not (args.go_api and args.go_apimachinery):
+        sys.exit("--go-api and --go-apimachinery are required (see --help)")
 
     # OpenAPI knowledge: definition name -> {norm(prop): prop}; also by short
     # message name (across groups/versions) and a global spelling dictionary.
@@ -279,8 +281,6 @@ def main():
                 props_by_short.setdefault(norm(msg), {}).setdefault(norm(p), p)
                 spelling.setdefault(norm(p), p)
 
-    if not (args.go_api and args.go_apimachinery):
-        sys.exit("--go-api and --go-apimachinery are required (see --help)")
     presence_by_struct = parse_go_presence(args.go_api, go_api_prefix)
     presence_by_struct.update(parse_go_presence(args.go_apimachinery, go_apimachinery_prefix))
 

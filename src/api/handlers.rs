@@ -449,10 +449,13 @@ fn dry_run(ctx: &Ctx) -> ApiResult<bool> {
 
 // ---------------------------------------------------------------- writing
 
-fn validate(info: &ResourceInfo, v: &Value) -> ApiResult<()> {
+fn validate(info: &ResourceInfo, v: &Value, crd_schema: Option<&Value>) -> ApiResult<()> {
     let mut causes = Vec::new();
     objects::validate_meta(info, v, &mut causes);
     objects::validate_kind(info, v, &mut causes);
+    if let Some(schema) = crd_schema {
+        causes.extend(super::crdschema::validate(v, schema));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -463,6 +466,10 @@ fn validate(info: &ResourceInfo, v: &Value) -> ApiResult<()> {
             causes,
         ))
     }
+}
+
+fn crd_schema(api: &Api, info: &ResourceInfo) -> Option<Value> {
+    api.registry().crd(info).and_then(|c| c.schema.clone())
 }
 
 /// Serializes for storage: resourceVersion is the store's revision, not data.
@@ -561,7 +568,11 @@ pub async fn create_object(
         }
     }
     objects::apply_defaults(info, &mut v);
-    validate(info, &v)?;
+    let schema = crd_schema(api, info);
+    if let Some(s) = &schema {
+        super::crdschema::apply_defaults(&mut v, s);
+    }
+    validate(info, &v, schema.as_ref())?;
     if info.namespaced {
         namespace_check(api, namespace.unwrap_or("default"))?;
     }
@@ -796,7 +807,11 @@ pub async fn write_update(
         let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
         meta_mut(&mut new).insert("generation".into(), json!(g + 1));
     }
-    validate(info, &new)?;
+    let schema = crd_schema(api, info);
+    if let Some(s) = &schema {
+        super::crdschema::apply_defaults(&mut new, s);
+    }
+    validate(info, &new, schema.as_ref())?;
 
     // Nothing changed: no write, the current object is the answer.
     let mut old_cmp = old.clone();

@@ -434,7 +434,20 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
             labels.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
         ("", "Secret") => {
-            set_default(obj.as_object_mut().unwrap(), "type", json!("Opaque"));
+            let o = obj.as_object_mut().expect("object checked by caller");
+            set_default(o, "type", json!("Opaque"));
+            // stringData is write-only: folded into data, base64-encoded.
+            if let Some(Value::Object(sd)) = o.remove("stringData") {
+                use base64::Engine;
+                let data = ensure_obj_in(o, "data");
+                for (k, v) in sd {
+                    let s = v.as_str().unwrap_or("").to_string();
+                    data.insert(
+                        k,
+                        json!(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())),
+                    );
+                }
+            }
         }
         ("", "PersistentVolumeClaim") => {
             let spec = ensure_obj(obj, "spec");

@@ -1,0 +1,322 @@
+//! Shared harness for integration tests: runs a real `skiff server` on a
+//! private data directory and a free port on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a fresh server may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `Server::start` retries when the chosen port was taken by
+/// someone else between picking it and the server binding it.
+const START_ATTEMPTS: usize = 3;
+
+pub struct Server {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    child: Child,
+}
+
+impl Server {
+    /// Starts a server on a new temporary data directory and a free port and
+    /// waits until it is ready.
+    pub fn start() -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-test-")
+            .tempdir()
+            .expect("creating temp dir");
+        let kubeconfig = dir.path().join("kc.yaml");
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut child = spawn(dir.path(), port, &kubeconfig);
+            match wait_ready(&mut child, port, &kubeconfig) {
+                Ok(()) => {
+                    return Server {
+                        port,
+                        dir,
+                        kubeconfig,
+                        child,
+                    };
+                }
+                Err(e) => {
+                    kill_and_wait(&mut child);
+                    last_error = e;
+                    // The port may have been taken by another process between
+                    // picking and binding it: try again with a new one.
+                }
+            }
+        }
+        panic!(
+            "skiff server did not become ready: {last_error}\n--- server log ---\n{}",
+            log_tail(dir.path(), 100)
+        );
+    }
+
+    /// Kills the server with SIGKILL (no graceful shutdown) and starts it
+    /// again on the same data directory and port.
+    pub fn restart_kill9(&mut self) {
+        kill_and_wait(&mut self.child);
+        // Start from a clean slate so readiness means the *new* process wrote it.
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let mut child = spawn(self.dir.path(), self.port, &self.kubeconfig);
+            match wait_ready(&mut child, self.port, &self.kubeconfig) {
+                Ok(()) => {
+                    self.child = child;
+                    return;
+                }
+                Err(e) => {
+                    kill_and_wait(&mut child);
+                    if Instant::now() >= deadline {
+                        panic!(
+                            "skiff server did not come back after SIGKILL: {e}\n--- server log ---\n{}",
+                            log_tail(self.dir.path(), 100)
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// PID of the running server process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(self.dir.path(), lines)
+    }
+
+    /// Runs `/usr/bin/kubectl` against this server, with its own HOME so the
+    /// discovery cache does not leak between tests.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running /usr/bin/kubectl")
+    }
+
+    /// Like [`Server::kubectl`], but panics (with kubectl's output and the
+    /// tail of the server log) unless kubectl succeeds; returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        self.check_ok(args, &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with `stdin` fed to it (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running /usr/bin/kubectl");
+        let mut pipe = child.stdin.take().expect("kubectl stdin");
+        let input = stdin.to_string();
+        // Write from another thread so a large input cannot deadlock against
+        // kubectl filling its output pipes.
+        let writer = std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+        let out = child.wait_with_output().expect("waiting for kubectl");
+        let _ = writer.join();
+        out
+    }
+
+    /// Like [`Server::kubectl_stdin`], but panics unless kubectl succeeds.
+    pub fn kubectl_stdin_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        self.check_ok(args, &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn check_ok(&self, args: &[&str], out: &Output) {
+        if !out.status.success() {
+            panic!(
+                "kubectl {} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server log ---\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail(40)
+            );
+        }
+    }
+
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let home = self.dir.path().join("home");
+        let _ = std::fs::create_dir_all(&home);
+        let mut cmd = Command::new("/usr/bin/kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &home)
+            .env_remove("KUBECACHEDIR")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .current_dir(self.dir.path());
+        cmd
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        kill_and_wait(&mut self.child);
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn spawn(dir: &Path, port: u16, kubeconfig: &Path) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("opening server.log");
+    let log2 = log.try_clone().expect("cloning log handle");
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--https-listen-port")
+        .arg(port.to_string())
+        .arg("--bind-address")
+        .arg("127.0.0.1")
+        .arg("--write-kubeconfig")
+        .arg(kubeconfig)
+        .arg("--disable-agent")
+        // Don't pick up a config file or settings from the environment.
+        .arg("--config")
+        .arg(dir.join("no-such-config.yaml"))
+        .env_remove("SKIFF_TOKEN")
+        .env_remove("SKIFF_DATASTORE_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .expect("spawning skiff server")
+}
+
+/// SIGKILL by PID, then reap.
+fn kill_and_wait(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: plain syscall on the PID of a child we have not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+fn wait_ready(child: &mut Child, port: u16, kubeconfig: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("kubeconfig not written yet");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("server exited early with {status}"));
+        }
+        if kubeconfig.exists() {
+            match readyz(port, kubeconfig) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not ready after {READY_TIMEOUT:?}: {last}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// GET /readyz over TLS, verifying the serving certificate against the CA in
+/// the kubeconfig. /readyz is public, so no client certificate is sent.
+fn readyz(port: u16, kubeconfig: &Path) -> Result<(), String> {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let text = std::fs::read_to_string(kubeconfig).map_err(|e| format!("reading kubeconfig: {e}"))?;
+    let ca_b64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
+        .ok_or("kubeconfig has no certificate-authority-data")?
+        .trim();
+    let ca_pem = base64::engine::general_purpose::STANDARD
+        .decode(ca_b64)
+        .map_err(|e| format!("decoding CA: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        let cert = cert.map_err(|e| format!("parsing CA: {e:?}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("adding CA to root store: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS config: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| format!("TLS connection: {e}"))?;
+    let sock = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+        .map_err(|e| format!("connecting: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    sock.set_write_timeout(Some(Duration::from_secs(2))).ok();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("sending request: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A peer that closes without close_notify still sent its answer.
+            Err(_) if buf.windows(4).any(|w| w == b"\r\n\r\n") => break,
+            Err(e) => return Err(format!("reading response: {e}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "/readyz answered: {}",
+            head.lines().next().unwrap_or("")
+        ))
+    }
+}
+
+fn log_tail(dir: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
