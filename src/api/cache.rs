@@ -143,6 +143,18 @@ impl Cache {
         self.applied.send_replace(rev);
     }
 
+    /// The store dropped history at or below `rev`: forget it here too, so
+    /// watches from before it get 410 Expired as they would from the store.
+    pub fn compacted(&self, rev: Revision) {
+        let mut inner = self.inner.write().unwrap();
+        while inner.history.front().is_some_and(|e| e.revision <= rev) {
+            inner.history.pop_front();
+        }
+        if inner.history_from < rev {
+            inner.history_from = rev;
+        }
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -215,7 +227,12 @@ impl Cache {
         for ev in evs {
             let rev = ev.kv.mod_revision;
             let this = Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev));
-            let prev = prevs.get(&ev.kv.key).cloned();
+            // Before the replayed window the previous version is unknown;
+            // an update is still an update, so stand in the new version.
+            let prev = prevs
+                .get(&ev.kv.key)
+                .cloned()
+                .or_else(|| ev.prev_revision.map(|_| this.clone()));
             let (obj, prev) = match ev.kind {
                 EventKind::Put => {
                     prevs.insert(ev.kv.key.clone(), this.clone());

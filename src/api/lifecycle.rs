@@ -224,6 +224,11 @@ async fn collect_garbage(api: &Arc<Api>) {
             if let Some(a) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
                 a.retain(|r| !orphan_from.iter().any(|u| r.get("uid").and_then(Value::as_str) == Some(u)));
             }
+            if new.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|a| a.is_empty())
+                && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                m.remove("ownerReferences");
+            }
             let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
         } else if delete_me && all_owners_gone && o.value.pointer("/metadata/deletionTimestamp").is_none() {
             let opts = DeleteOpts { grace: None, propagation: Some("Background".into()), uid: None, rv: None };
@@ -250,7 +255,13 @@ async fn collect_garbage(api: &Arc<Api>) {
         if new_f != f {
             let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
             let mut new = o.value.clone();
-            new["metadata"]["finalizers"] = json!(new_f);
+            if new_f.is_empty() {
+                if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("finalizers");
+                }
+            } else {
+                new["metadata"]["finalizers"] = json!(new_f);
+            }
             let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
         }
     }

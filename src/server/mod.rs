@@ -169,7 +169,10 @@ async fn compaction(backend: Arc<dyn Backend>, cache: Arc<api::cache::Cache>, in
         tokio::time::sleep(interval).await;
         if previous > 0 {
             match backend.compact(previous).await {
-                Ok(()) => tracing::debug!(revision = previous, "compacted"),
+                Ok(()) => {
+                    cache.compacted(previous);
+                    tracing::debug!(revision = previous, "compacted");
+                }
                 Err(e) => tracing::warn!("compaction at {previous}: {e}"),
             }
         }

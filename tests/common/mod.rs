@@ -21,12 +21,21 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     child: Child,
+    /// Extra flags given to [`Server::start_with`]; reused on restart.
+    extra_args: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on a new temporary data directory and a free port and
     /// waits until it is ready.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with extra `skiff server` flags (kept across
+    /// [`Server::restart_kill9`]).
+    pub fn start_with(extra_args: &[&str]) -> Server {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let dir = tempfile::Builder::new()
             .prefix("skiff-test-")
             .tempdir()
@@ -35,7 +44,7 @@ impl Server {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let mut child = spawn(dir.path(), port, &kubeconfig);
+            let mut child = spawn(dir.path(), port, &kubeconfig, &extra_args);
             match wait_ready(&mut child, port, &kubeconfig) {
                 Ok(()) => {
                     return Server {
@@ -43,6 +52,7 @@ impl Server {
                         dir,
                         kubeconfig,
                         child,
+                        extra_args,
                     };
                 }
                 Err(e) => {
@@ -67,7 +77,12 @@ impl Server {
         let _ = std::fs::remove_file(&self.kubeconfig);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let mut child = spawn(self.dir.path(), self.port, &self.kubeconfig);
+            let mut child = spawn(
+                self.dir.path(),
+                self.port,
+                &self.kubeconfig,
+                &self.extra_args,
+            );
             match wait_ready(&mut child, self.port, &self.kubeconfig) {
                 Ok(()) => {
                     self.child = child;
@@ -190,7 +205,7 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-fn spawn(dir: &Path, port: u16, kubeconfig: &Path) -> Child {
+fn spawn(dir: &Path, port: u16, kubeconfig: &Path, extra_args: &[String]) -> Child {
     let log = File::options()
         .create(true)
         .append(true)
@@ -211,6 +226,7 @@ fn spawn(dir: &Path, port: u16, kubeconfig: &Path) -> Child {
         // Don't pick up a config file or settings from the environment.
         .arg("--config")
         .arg(dir.join("no-such-config.yaml"))
+        .args(extra_args)
         .env_remove("SKIFF_TOKEN")
         .env_remove("SKIFF_DATASTORE_ENDPOINT")
         .stdin(Stdio::null())
@@ -260,7 +276,8 @@ fn readyz(port: u16, kubeconfig: &Path) -> Result<(), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
-    let text = std::fs::read_to_string(kubeconfig).map_err(|e| format!("reading kubeconfig: {e}"))?;
+    let text =
+        std::fs::read_to_string(kubeconfig).map_err(|e| format!("reading kubeconfig: {e}"))?;
     let ca_b64 = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
