@@ -60,6 +60,9 @@ pub async fn dispatch(
 /// The object as the request's group-version names it (CRD versions and
 /// autoscaling v1/v2 share storage).
 pub fn view(info: &ResourceInfo, obj: &Obj) -> bytes::Bytes {
+    if super::convert::needs_conversion(info) {
+        return bytes::Bytes::from(serde_json::to_vec(&view_value(info, obj)).unwrap_or_default());
+    }
     let gv = info.gv();
     if obj.value.get("apiVersion").and_then(Value::as_str) == Some(gv.as_str())
         && obj.value.get("kind").and_then(Value::as_str) == Some(info.kind.as_str())
@@ -73,7 +76,7 @@ pub fn view(info: &ResourceInfo, obj: &Obj) -> bytes::Bytes {
 }
 
 pub fn view_value(info: &ResourceInfo, obj: &Obj) -> Value {
-    let mut v = obj.value.clone();
+    let mut v = super::convert::from_storage(info, obj.value.clone());
     if v.is_object() {
         v["apiVersion"] = json!(info.gv());
         v["kind"] = json!(info.kind);
@@ -520,9 +523,10 @@ pub async fn create_object(
     api: &Api,
     info: &ResourceInfo,
     namespace: Option<&str>,
-    mut v: Value,
+    v: Value,
     dry: bool,
 ) -> ApiResult<Arc<Obj>> {
+    let mut v = super::convert::to_storage(info, v);
     {
         let m = meta_mut(&mut v);
         if let Some(rv) = m.get("resourceVersion").and_then(Value::as_str)
@@ -560,7 +564,11 @@ pub async fn create_object(
         m.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
-        m.insert("generation".into(), json!(1));
+        if objects::tracks_generation(info, api.registry().crd(info).is_some()) {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
     }
     if info.subresource("status").is_some() {
         if let Some(o) = v.as_object_mut() {
@@ -691,13 +699,14 @@ pub async fn write_update(
     api: &Api,
     t: &Target,
     current: Arc<Obj>,
-    mut new: Value,
+    new: Value,
     precondition: Option<String>,
     sub: Option<&str>,
     dry: bool,
 ) -> ApiResult<(StatusCode, Arc<Obj>)> {
     let info = &t.info;
     let name = t.name.clone().unwrap_or_default();
+    let mut new = super::convert::to_storage(info, new);
     if let Some(rv) = &precondition
         && *rv != current.mod_revision.to_string()
     {
@@ -803,7 +812,10 @@ pub async fn write_update(
         }
     }
     check_immutable(info, old, &new, &name)?;
-    if objects::spec_changed(old, &new) && sub.is_none() {
+    if objects::spec_changed(old, &new)
+        && sub.is_none()
+        && objects::tracks_generation(info, api.registry().crd(info).is_some())
+    {
         let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
         meta_mut(&mut new).insert("generation".into(), json!(g + 1));
     }

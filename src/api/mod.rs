@@ -5,6 +5,7 @@ pub mod apply;
 pub mod auth;
 pub mod cache;
 pub mod crd;
+pub mod convert;
 pub mod crdschema;
 pub mod discovery;
 pub mod errors;

@@ -592,3 +592,31 @@ impl ServiceIpAllocator {
         Err(ApiError::internal("failed to allocate a serviceIP: range is full"))
     }
 }
+
+/// Whether the kind keeps `metadata.generation`: custom resources and the
+/// built-ins whose status reports an `observedGeneration` (plus the few
+/// upstream strategies that set it without one).
+pub fn tracks_generation(info: &ResourceInfo, is_crd: bool) -> bool {
+    if is_crd {
+        return true;
+    }
+    if matches!(
+        (info.group.as_str(), info.kind.as_str()),
+        ("networking.k8s.io", "NetworkPolicy" | "Ingress") | ("apiextensions.k8s.io", _)
+    ) {
+        return true;
+    }
+    let defs = super::openapi::definitions();
+    let Some(def) = info.definition.as_deref().and_then(|d| defs.get(d)) else {
+        return false;
+    };
+    let status_ref = def
+        .pointer("/properties/status/$ref")
+        .or_else(|| def.pointer("/properties/status/allOf/0/$ref"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.rsplit('/').next());
+    status_ref
+        .and_then(|r| defs.get(r))
+        .and_then(|d| d.pointer("/properties/observedGeneration"))
+        .is_some()
+}
