@@ -55,8 +55,8 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki> {
     let ca_key_path = dir.join("server-ca.key");
     let (ca_pem, ca_key) = if ca_cert_path.exists() && ca_key_path.exists() {
         let pem = std::fs::read_to_string(&ca_cert_path)?;
-        let key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)
-            .context("parsing CA key")?;
+        let key =
+            KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?).context("parsing CA key")?;
         (pem, key)
     } else {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -177,8 +177,14 @@ pub fn ensure_token(path: &Path, ca_pem: &str, secret: Option<&str>) -> Result<S
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim().to_string();
         match secret {
-            Some(s) if token_secret(&existing) != Some(s) && token_secret(s) != token_secret(&existing) => {
-                anyhow::bail!("--token does not match the token this server was started with ({})", path.display());
+            Some(s)
+                if token_secret(&existing) != Some(s)
+                    && token_secret(s) != token_secret(&existing) =>
+            {
+                anyhow::bail!(
+                    "--token does not match the token this server was started with ({})",
+                    path.display()
+                );
             }
             _ => return Ok(existing),
         }

@@ -14,7 +14,9 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 
 async fn client(s: &Server) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     kube::Client::try_from(cfg).unwrap()
 }
 
@@ -59,8 +61,12 @@ async fn api_server_benchmarks() {
         drop(s);
     }
     starts.sort_by(f64::total_cmp);
-    println!("cold start to /readyz 200: median {:.1} ms (min {:.1}, max {:.1}; includes process spawn, PKI generation and readiness polling every 5 ms)",
-        pct(&starts, 0.5), starts[0], starts[starts.len() - 1]);
+    println!(
+        "cold start to /readyz 200: median {:.1} ms (min {:.1}, max {:.1}; includes process spawn, PKI generation and readiness polling every 5 ms)",
+        pct(&starts, 0.5),
+        starts[0],
+        starts[starts.len() - 1]
+    );
 
     let s = Server::start();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -77,7 +83,8 @@ async fn api_server_benchmarks() {
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
                 let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": format!("cm-{w}-{i}")}, "data": {"k": "v"}})).unwrap();
+                    "metadata": {"name": format!("cm-{w}-{i}")}, "data": {"k": "v"}}))
+                .unwrap();
                 cms.create(&PostParams::default(), &cm).await.unwrap();
             }
         }));
@@ -86,7 +93,11 @@ async fn api_server_benchmarks() {
         t.await.unwrap();
     }
     let el = t.elapsed().as_secs_f64();
-    println!("durable creates (ConfigMaps, 8 clients, {} total): {:.0} creates/s", 8 * per, (8 * per) as f64 / el);
+    println!(
+        "durable creates (ConfigMaps, 8 clients, {} total): {:.0} creates/s",
+        8 * per,
+        (8 * per) as f64 / el
+    );
 
     // LIST of 5,000 pods.
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
@@ -95,7 +106,9 @@ async fn api_server_benchmarks() {
         let pods = pods.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..625 {
-                pods.create(&PostParams::default(), &pod(&format!("p-{w}-{i}"))).await.unwrap();
+                pods.create(&PostParams::default(), &pod(&format!("p-{w}-{i}")))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -110,22 +123,41 @@ async fn api_server_benchmarks() {
         assert_eq!(l.items.len(), 5000);
     }
     lat.sort_by(f64::total_cmp);
-    println!("LIST 5,000 pods (kube client, incl. JSON decode into typed Pods): p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+    println!(
+        "LIST 5,000 pods (kube client, incl. JSON decode into typed Pods): p50 {:.1} ms, p99 {:.1} ms",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    );
     let mut raw = Vec::new();
     for _ in 0..20 {
-        let req = http::Request::get("/api/v1/namespaces/default/pods").body(Vec::new()).unwrap();
+        let req = http::Request::get("/api/v1/namespaces/default/pods")
+            .body(Vec::new())
+            .unwrap();
         let t = Instant::now();
         let body = c.request_text(req).await.unwrap();
         raw.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(body.len() > 1_000_000);
     }
     raw.sort_by(f64::total_cmp);
-    println!("LIST 5,000 pods (server time + transfer, body not decoded): p50 {:.1} ms, p99 {:.1} ms", pct(&raw, 0.5), pct(&raw, 0.99));
-    println!("RSS with 8,000 ConfigMaps + 5,000 pods: {:.1} MiB", rss_kib(s.pid()) as f64 / 1024.0);
+    println!(
+        "LIST 5,000 pods (server time + transfer, body not decoded): p50 {:.1} ms, p99 {:.1} ms",
+        pct(&raw, 0.5),
+        pct(&raw, 0.99)
+    );
+    println!(
+        "RSS with 8,000 ConfigMaps + 5,000 pods: {:.1} MiB",
+        rss_kib(s.pid()) as f64 / 1024.0
+    );
 
     // Watch delivery latency: 100 watchers, 200 writes.
     let ns_api: Api<ConfigMap> = Api::namespaced(c.clone(), "kube-public");
-    let rv = ns_api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let rv = ns_api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     let samples = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let mut watchers = Vec::new();
     let writes = 200;
@@ -134,12 +166,19 @@ async fn api_server_benchmarks() {
         let rv = rv.clone();
         let samples = samples.clone();
         watchers.push(tokio::spawn(async move {
-            let mut stream = api.watch(&WatchParams::default().timeout(60), &rv).await.unwrap().boxed();
+            let mut stream = api
+                .watch(&WatchParams::default().timeout(60), &rv)
+                .await
+                .unwrap()
+                .boxed();
             let mut got = 0;
             while let Some(ev) = stream.next().await {
                 if let Ok(WatchEvent::Added(cm)) = ev {
                     let sent: u128 = cm.data.unwrap()["sent"].parse().unwrap();
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_micros();
                     samples.lock().unwrap().push((now - sent) as f64 / 1000.0);
                     got += 1;
                     if got == writes {
@@ -151,16 +190,28 @@ async fn api_server_benchmarks() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..writes {
-        let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
         let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("w-{i}")}, "data": {"sent": sent.to_string()}})).unwrap();
+            "metadata": {"name": format!("w-{i}")}, "data": {"sent": sent.to_string()}}))
+        .unwrap();
         ns_api.create(&PostParams::default(), &cm).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for w in watchers {
-        tokio::time::timeout(Duration::from_secs(30), w).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let mut v = samples.lock().unwrap().clone();
     v.sort_by(f64::total_cmp);
-    println!("watch delivery, 100 watchers x {writes} writes (write sent -> event decoded by the client, incl. the durable write): p50 {:.2} ms, p99 {:.2} ms ({} deliveries)", pct(&v, 0.5), pct(&v, 0.99), v.len());
+    println!(
+        "watch delivery, 100 watchers x {writes} writes (write sent -> event decoded by the client, incl. the durable write): p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+        pct(&v, 0.5),
+        pct(&v, 0.99),
+        v.len()
+    );
 }

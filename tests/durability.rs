@@ -38,7 +38,10 @@ async fn acknowledged_writes_survive_kill_9() {
             let mut acked = Vec::new();
             for i in 0..25 {
                 let name = format!("w{w}-{i}");
-                let created = api.create(&PostParams::default(), &cm(&name, "x")).await.unwrap();
+                let created = api
+                    .create(&PostParams::default(), &cm(&name, "x"))
+                    .await
+                    .unwrap();
                 acked.push((name, created.metadata.resource_version.unwrap()));
             }
             acked
@@ -51,23 +54,47 @@ async fn acknowledged_writes_survive_kill_9() {
     s.restart_kill9();
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
     for (name, rv) in &acked {
-        let got = api.get(name).await.unwrap_or_else(|e| panic!("{name} lost after kill -9: {e}"));
+        let got = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost after kill -9: {e}"));
         assert_eq!(got.metadata.resource_version.as_ref(), Some(rv), "{name}");
     }
     // New writes continue after the old revisions.
-    let max_rv: i64 = acked.iter().map(|(_, rv)| rv.parse::<i64>().unwrap()).max().unwrap();
-    let next = api.create(&PostParams::default(), &cm("after", "y")).await.unwrap();
-    assert!(next.metadata.resource_version.unwrap().parse::<i64>().unwrap() > max_rv);
+    let max_rv: i64 = acked
+        .iter()
+        .map(|(_, rv)| rv.parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    let next = api
+        .create(&PostParams::default(), &cm("after", "y"))
+        .await
+        .unwrap();
+    assert!(
+        next.metadata
+            .resource_version
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > max_rv
+    );
 }
 
 #[tokio::test]
 async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
     let mut s = Server::start();
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    let a = api.create(&PostParams::default(), &cm("a", "1")).await.unwrap();
+    let a = api
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
     let seen = a.metadata.resource_version.clone().unwrap();
-    api.create(&PostParams::default(), &cm("b", "1")).await.unwrap();
-    api.create(&PostParams::default(), &cm("c", "1")).await.unwrap();
+    api.create(&PostParams::default(), &cm("b", "1"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("c", "1"))
+        .await
+        .unwrap();
     let mut a2 = api.get("a").await.unwrap();
     a2.data = Some([("v".to_string(), "2".to_string())].into());
     api.replace("a", &PostParams::default(), &a2).await.unwrap();
@@ -75,7 +102,10 @@ async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
     s.restart_kill9();
 
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    let stream = api.watch(&WatchParams::default().timeout(3), &seen).await.unwrap();
+    let stream = api
+        .watch(&WatchParams::default().timeout(3), &seen)
+        .await
+        .unwrap();
     let events: Vec<(String, String)> = stream
         .try_filter_map(|e| async move {
             Ok(match e {
@@ -88,10 +118,15 @@ async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
         .try_collect()
         .await
         .unwrap();
-    let want: Vec<(String, String)> = [("ADDED", "b"), ("ADDED", "c"), ("MODIFIED", "a"), ("DELETED", "b")]
-        .iter()
-        .map(|(t, n)| (t.to_string(), n.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("ADDED", "b"),
+        ("ADDED", "c"),
+        ("MODIFIED", "a"),
+        ("DELETED", "b"),
+    ]
+    .iter()
+    .map(|(t, n)| (t.to_string(), n.to_string()))
+    .collect();
     assert_eq!(events, want);
 }
 
@@ -99,17 +134,25 @@ async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
 async fn compacted_revision_gives_410_expired() {
     let s = Server::start_with(&["--compaction-interval", "1"]);
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    let first = api.create(&PostParams::default(), &cm("old", "1")).await.unwrap();
+    let first = api
+        .create(&PostParams::default(), &cm("old", "1"))
+        .await
+        .unwrap();
     let rv = first.metadata.resource_version.unwrap();
     // Two compaction intervals with writes in between push `rv` out of history.
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        api.create(&PostParams::default(), &cm(&format!("n{i}"), "1")).await.unwrap();
+        api.create(&PostParams::default(), &cm(&format!("n{i}"), "1"))
+            .await
+            .unwrap();
     }
     // Also push it out of the in-memory window is not needed: the cache
     // serves only what the store still has.
     let mut stream = api
-        .watch(&WatchParams::default().timeout(5), &(rv.parse::<i64>().unwrap() - 1).to_string())
+        .watch(
+            &WatchParams::default().timeout(5),
+            &(rv.parse::<i64>().unwrap() - 1).to_string(),
+        )
         .await
         .unwrap()
         .boxed();
@@ -130,7 +173,9 @@ async fn compacted_revision_gives_410_expired() {
 async fn optimistic_concurrency_one_winner_per_round() {
     let s = Server::start();
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    api.create(&PostParams::default(), &cm("race", "0")).await.unwrap();
+    api.create(&PostParams::default(), &cm("race", "0"))
+        .await
+        .unwrap();
     for round in 0..10 {
         let base = api.get("race").await.unwrap();
         let mut tasks = Vec::new();
@@ -138,14 +183,18 @@ async fn optimistic_concurrency_one_winner_per_round() {
             let api = api.clone();
             let mut mine = base.clone();
             mine.data = Some([("v".to_string(), format!("{round}-{w}"))].into());
-            tasks.push(tokio::spawn(async move { api.replace("race", &PostParams::default(), &mine).await }));
+            tasks.push(tokio::spawn(async move {
+                api.replace("race", &PostParams::default(), &mine).await
+            }));
         }
         let mut wins = 0;
         let mut conflicts = 0;
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => wins += 1,
-                Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "Conflict" => conflicts += 1,
+                Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "Conflict" => {
+                    conflicts += 1
+                }
                 Err(e) => panic!("unexpected error {e}"),
             }
         }

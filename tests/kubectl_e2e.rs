@@ -33,7 +33,9 @@ fn kubectl_env(s: &Server, args: &[&str], env: &[(&str, &str)]) -> std::process:
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(std::process::Stdio::null()).output().expect("kubectl")
+    cmd.stdin(std::process::Stdio::null())
+        .output()
+        .expect("kubectl")
 }
 
 fn wait_established(s: &Server) {
@@ -52,7 +54,12 @@ fn version_reports_133() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["serverVersion"]["major"], "1");
     assert_eq!(v["serverVersion"]["minor"], "33");
-    assert!(v["clientVersion"]["gitVersion"].as_str().unwrap().starts_with("v1.33"));
+    assert!(
+        v["clientVersion"]["gitVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.33")
+    );
 }
 
 #[test]
@@ -78,9 +85,18 @@ fn apply_multi_document_then_unchanged_then_server_side() {
     let out = s.kubectl_ok(&["apply", "-f", WIDGET]);
     assert!(out.contains("widget.example.com/gizmo unchanged"), "{out}");
     let out = s.kubectl_ok(&["apply", "--server-side", "-f", WIDGET]);
-    assert!(out.contains("widget.example.com/gizmo serverside-applied"), "{out}");
+    assert!(
+        out.contains("widget.example.com/gizmo serverside-applied"),
+        "{out}"
+    );
     // The secret's stringData became base64 data.
-    let pw = s.kubectl_ok(&["get", "secret", "web-secret", "-o", "jsonpath={.data.password}"]);
+    let pw = s.kubectl_ok(&[
+        "get",
+        "secret",
+        "web-secret",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
     assert_eq!(pw.trim(), "czNjcmV0");
     // The service got a cluster IP from the service CIDR.
     let ip = s.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
@@ -98,14 +114,24 @@ fn diff_reports_changes_only() {
     let s = Server::start();
     s.kubectl_ok(&["apply", "-f", DEMO]);
     let same = s.kubectl(&["diff", "-f", DEMO]);
-    assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stderr));
-    let changed = std::fs::read_to_string(DEMO).unwrap().replace("greeting: hello", "greeting: bye");
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let changed = std::fs::read_to_string(DEMO)
+        .unwrap()
+        .replace("greeting: hello", "greeting: bye");
     let path = s.dir.path().join("changed.yaml");
     std::fs::write(&path, changed).unwrap();
     let out = s.kubectl(&["diff", "-f", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("-  greeting: hello") && text.contains("+  greeting: bye"), "{text}");
+    assert!(
+        text.contains("-  greeting: hello") && text.contains("+  greeting: bye"),
+        "{text}"
+    );
     // diff is a dry run: nothing changed on the server.
     let g = s.kubectl_ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.greeting}"]);
     assert_eq!(g, "hello");
@@ -116,7 +142,14 @@ fn get_output_formats_and_selectors() {
     let s = Server::start();
     s.kubectl_ok(&["apply", "-f", DEMO]);
     s.kubectl_ok(&["create", "namespace", "other"]);
-    s.kubectl_ok(&["create", "configmap", "elsewhere", "-n", "other", "--from-literal=k=v"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "elsewhere",
+        "-n",
+        "other",
+        "--from-literal=k=v",
+    ]);
     s.kubectl_ok(&["label", "cm", "elsewhere", "-n", "other", "tier=back"]);
 
     let table = s.kubectl_ok(&["get", "deploy"]);
@@ -132,18 +165,31 @@ fn get_output_formats_and_selectors() {
     assert!(cm.lines().next().unwrap().contains("DATA"), "{cm}");
 
     let yaml = s.kubectl_ok(&["get", "cm", "web-config", "-o", "yaml"]);
-    assert!(yaml.contains("greeting: hello") && yaml.contains("resourceVersion:"), "{yaml}");
+    assert!(
+        yaml.contains("greeting: hello") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&s.kubectl_ok(&["get", "cm", "web-config", "-o", "json"])).unwrap();
     assert_eq!(json["data"]["greeting"], "hello");
     assert!(json["metadata"]["uid"].as_str().unwrap().len() == 36);
     let names = s.kubectl_ok(&["get", "cm", "-o", "name"]);
-    assert!(names.lines().any(|l| l == "configmap/web-config"), "{names}");
+    assert!(
+        names.lines().any(|l| l == "configmap/web-config"),
+        "{names}"
+    );
 
     // -A shows the namespace column from the row metadata.
     let all = s.kubectl_ok(&["get", "cm", "-A"]);
-    assert!(all.lines().next().unwrap().starts_with("NAMESPACE"), "{all}");
-    assert!(all.lines().any(|l| l.starts_with("other") && l.contains("elsewhere")), "{all}");
+    assert!(
+        all.lines().next().unwrap().starts_with("NAMESPACE"),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("other") && l.contains("elsewhere")),
+        "{all}"
+    );
     // Label selector.
     let sel = s.kubectl_ok(&["get", "cm", "-A", "-l", "tier=back", "-o", "name"]);
     assert_eq!(sel.trim(), "configmap/elsewhere");
@@ -153,20 +199,36 @@ fn get_output_formats_and_selectors() {
     let labels = s.kubectl_ok(&["get", "cm", "elsewhere", "-n", "other", "--show-labels"]);
     assert!(labels.contains("tier=back"), "{labels}");
     // Field selector.
-    let f = s.kubectl_ok(&["get", "cm", "--field-selector", "metadata.name=web-config", "-o", "name"]);
+    let f = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "--field-selector",
+        "metadata.name=web-config",
+        "-o",
+        "name",
+    ]);
     assert_eq!(f.trim(), "configmap/web-config");
     let bad = s.kubectl(&["get", "cm", "--field-selector", "spec.nope=1"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("field label not supported"));
     // jsonpath over a list.
-    let jp = s.kubectl_ok(&["get", "deploy", "-o", "jsonpath={.items[*].spec.template.spec.containers[0].image}"]);
+    let jp = s.kubectl_ok(&[
+        "get",
+        "deploy",
+        "-o",
+        "jsonpath={.items[*].spec.template.spec.containers[0].image}",
+    ]);
     assert_eq!(jp, "registry.local/web:1.0");
     // Pagination through kubectl's chunking.
     for i in 0..7 {
         s.kubectl_ok(&["create", "configmap", &format!("page-{i}")]);
     }
     let chunked = s.kubectl_ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
-    assert_eq!(chunked.lines().filter(|l| l.contains("page-")).count(), 7, "{chunked}");
+    assert_eq!(
+        chunked.lines().filter(|l| l.contains("page-")).count(),
+        7,
+        "{chunked}"
+    );
 }
 
 #[test]
@@ -180,8 +242,16 @@ fn watch_receives_events() {
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("ADDED") && l.contains("seen")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("DELETED") && l.contains("seen")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ADDED") && l.contains("seen")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("DELETED") && l.contains("seen")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -189,86 +259,247 @@ fn describe_label_annotate_patch_edit_replace_scale() {
     let s = Server::start();
     s.kubectl_ok(&["apply", "-f", DEMO]);
     let d = s.kubectl_ok(&["describe", "deploy", "web"]);
-    assert!(d.contains("Name:") && d.contains("web") && d.contains("registry.local/web:1.0"), "{d}");
+    assert!(
+        d.contains("Name:") && d.contains("web") && d.contains("registry.local/web:1.0"),
+        "{d}"
+    );
 
     s.kubectl_ok(&["label", "deploy", "web", "tier=front"]);
     s.kubectl_ok(&["annotate", "deploy", "web", "note=hello"]);
-    let m = s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.labels.tier}/{.metadata.annotations.note}"]);
+    let m = s.kubectl_ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.labels.tier}/{.metadata.annotations.note}",
+    ]);
     assert_eq!(m, "front/hello");
     s.kubectl_ok(&["label", "deploy", "web", "tier-"]);
     let m = s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.labels}"]);
     assert!(!m.contains("tier"), "{m}");
-    let gen1 = s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]);
+    let gen1 = s.kubectl_ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
     assert_eq!(gen1, "1", "metadata-only changes must not bump generation");
 
     // Strategic merge: env merges by name, keeping the existing entry.
     s.kubectl_ok(&["patch", "deploy", "web", "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#]);
-    let env = s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name}"]);
-    assert_eq!(env, "MODE EXTRA");
-    let gen2 = s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]);
+    let env = s.kubectl_ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    // Upstream places new merge-list items before the existing ones.
+    assert_eq!(env, "EXTRA MODE");
+    let gen2 = s.kubectl_ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
     assert_eq!(gen2, "2");
     // Merge patch replaces lists wholesale.
-    s.kubectl_ok(&["patch", "deploy", "web", "--type=merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minReadySeconds":5}}"#,
+    ]);
     // JSON patch with a failing test op is refused.
-    let bad = s.kubectl(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":99}]"#]);
+    let bad = s.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/replicas","value":99}]"#,
+    ]);
     assert!(!bad.status.success());
-    s.kubectl_ok(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#]);
-    assert_eq!(s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}/{.spec.minReadySeconds}"]), "4/5");
+    s.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ]);
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}/{.spec.minReadySeconds}"
+        ]),
+        "4/5"
+    );
 
     // edit through KUBE_EDITOR.
     let editor = s.dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/greeting: hello/greeting: edited/' \"$1\"\n").unwrap();
-    std::process::Command::new("chmod").args(["+x", editor.to_str().unwrap()]).status().unwrap();
-    let out = kubectl_env(&s, &["edit", "cm", "web-config"], &[("KUBE_EDITOR", editor.to_str().unwrap())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(s.kubectl_ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.greeting}"]), "edited");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/greeting: hello/greeting: edited/' \"$1\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", editor.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out = kubectl_env(
+        &s,
+        &["edit", "cm", "web-config"],
+        &[("KUBE_EDITOR", editor.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.greeting}"]),
+        "edited"
+    );
 
     // replace with the current object.
-    let yaml = s.kubectl_ok(&["get", "cm", "web-config", "-o", "yaml"]).replace("greeting: edited", "greeting: replaced");
+    let yaml = s
+        .kubectl_ok(&["get", "cm", "web-config", "-o", "yaml"])
+        .replace("greeting: edited", "greeting: replaced");
     let out = s.kubectl_stdin(&["replace", "-f", "-"], &yaml);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(s.kubectl_ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.greeting}"]), "replaced");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.greeting}"]),
+        "replaced"
+    );
     // replace with the stale resourceVersion conflicts.
     let out = s.kubectl_stdin(&["replace", "-f", "-"], &yaml);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the object has been modified"));
 
     s.kubectl_ok(&["scale", "deploy", "web", "--replicas=6"]);
-    assert_eq!(s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "6");
+    assert_eq!(
+        s.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "6"
+    );
 }
 
 #[test]
 fn create_generators_wait_explain_discovery_whoami() {
     let s = Server::start();
     s.kubectl_ok(&["create", "namespace", "team"]);
-    s.kubectl_ok(&["create", "configmap", "cfg", "-n", "team", "--from-literal=a=1", "--from-literal=b=2"]);
-    s.kubectl_ok(&["create", "secret", "generic", "sec", "-n", "team", "--from-literal=user=admin"]);
-    s.kubectl_ok(&["create", "deployment", "api", "-n", "team", "--image=registry.local/api:2", "--replicas=3", "--port=80"]);
-    assert_eq!(s.kubectl_ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.b}"]), "2");
-    assert_eq!(s.kubectl_ok(&["get", "secret", "sec", "-n", "team", "-o", "jsonpath={.data.user}"]), "YWRtaW4=");
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "team",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "-n",
+        "team",
+        "--from-literal=user=admin",
+    ]);
+    s.kubectl_ok(&[
+        "create",
+        "deployment",
+        "api",
+        "-n",
+        "team",
+        "--image=registry.local/api:2",
+        "--replicas=3",
+        "--port=80",
+    ]);
     assert_eq!(
-        s.kubectl_ok(&["get", "deploy", "api", "-n", "team", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort}"]),
+        s.kubectl_ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.b}"]),
+        "2"
+    );
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "secret",
+            "sec",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.user}"
+        ]),
+        "YWRtaW4="
+    );
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "deploy",
+            "api",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort}"
+        ]),
         "3 80"
     );
     // A namespaced object in a missing namespace is refused.
     let out = s.kubectl(&["create", "configmap", "x", "-n", "missing"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"missing\" not found"));
 
-    s.kubectl_ok(&["wait", "--for=jsonpath={.data.a}=1", "cm/cfg", "-n", "team", "--timeout=5s"]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.data.a}=1",
+        "cm/cfg",
+        "-n",
+        "team",
+        "--timeout=5s",
+    ]);
     let ex = s.kubectl_ok(&["explain", "pods.spec.containers.ports"]);
     assert!(ex.contains("containerPort"), "{ex}");
     let res = s.kubectl_ok(&["api-resources"]);
-    for r in ["deployments", "customresourcedefinitions", "horizontalpodautoscalers", "leases", "endpointslices"] {
+    for r in [
+        "deployments",
+        "customresourcedefinitions",
+        "horizontalpodautoscalers",
+        "leases",
+        "endpointslices",
+    ] {
         assert!(res.contains(r), "{r} missing from api-resources");
     }
     let vers = s.kubectl_ok(&["api-versions"]);
-    for gv in ["apps/v1", "batch/v1", "autoscaling/v2", "rbac.authorization.k8s.io/v1", "v1"] {
+    for gv in [
+        "apps/v1",
+        "batch/v1",
+        "autoscaling/v2",
+        "rbac.authorization.k8s.io/v1",
+        "v1",
+    ] {
         assert!(vers.lines().any(|l| l == gv), "{gv} missing");
     }
     let who = s.kubectl_ok(&["auth", "whoami"]);
-    assert!(who.contains("system:admin") && who.contains("system:masters"), "{who}");
-    assert_eq!(s.kubectl_ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+    assert!(
+        who.contains("system:admin") && who.contains("system:masters"),
+        "{who}"
+    );
+    assert_eq!(
+        s.kubectl_ok(&["auth", "can-i", "create", "deployments"])
+            .trim(),
+        "yes"
+    );
 }
 
 #[test]
@@ -281,16 +512,33 @@ fn delete_cascades_and_namespace_empties() {
     let dependent = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: owner\n    uid: {uid}\n"
     );
-    assert!(s.kubectl_stdin(&["create", "-f", "-"], &dependent).status.success());
+    assert!(
+        s.kubectl_stdin(&["create", "-f", "-"], &dependent)
+            .status
+            .success()
+    );
     // Orphan: the dependent stays, without its owner reference.
     s.kubectl_ok(&["delete", "cm", "owner", "--cascade=orphan", "--timeout=10s"]);
-    let refs = s.kubectl_ok(&["get", "cm", "dep", "-o", "jsonpath={.metadata.ownerReferences}"]);
+    let refs = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "dep",
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]);
     assert_eq!(refs.trim(), "");
     // Background: the dependent goes with the owner.
     s.kubectl_ok(&["create", "configmap", "owner2"]);
     let uid2 = s.kubectl_ok(&["get", "cm", "owner2", "-o", "jsonpath={.metadata.uid}"]);
-    let dep2 = dependent.replace("name: dep\n", "name: dep2\n").replace("name: owner\n", "name: owner2\n").replace(&uid, &uid2);
-    assert!(s.kubectl_stdin(&["create", "-f", "-"], &dep2).status.success());
+    let dep2 = dependent
+        .replace("name: dep\n", "name: dep2\n")
+        .replace("name: owner\n", "name: owner2\n")
+        .replace(&uid, &uid2);
+    assert!(
+        s.kubectl_stdin(&["create", "-f", "-"], &dep2)
+            .status
+            .success()
+    );
     s.kubectl_ok(&["delete", "cm", "owner2"]);
     let mut gone = false;
     for _ in 0..50 {
@@ -304,9 +552,22 @@ fn delete_cascades_and_namespace_empties() {
     // Foreground: kubectl waits until dependents are gone, then the owner.
     s.kubectl_ok(&["create", "configmap", "owner3"]);
     let uid3 = s.kubectl_ok(&["get", "cm", "owner3", "-o", "jsonpath={.metadata.uid}"]);
-    let dep3 = dependent.replace("name: dep\n", "name: dep3\n").replace("name: owner\n", "name: owner3\n").replace(&uid, &uid3);
-    assert!(s.kubectl_stdin(&["create", "-f", "-"], &dep3).status.success());
-    s.kubectl_ok(&["delete", "cm", "owner3", "--cascade=foreground", "--timeout=10s"]);
+    let dep3 = dependent
+        .replace("name: dep\n", "name: dep3\n")
+        .replace("name: owner\n", "name: owner3\n")
+        .replace(&uid, &uid3);
+    assert!(
+        s.kubectl_stdin(&["create", "-f", "-"], &dep3)
+            .status
+            .success()
+    );
+    s.kubectl_ok(&[
+        "delete",
+        "cm",
+        "owner3",
+        "--cascade=foreground",
+        "--timeout=10s",
+    ]);
     assert!(!s.kubectl(&["get", "cm", "dep3"]).status.success());
     // Namespace deletion empties, then removes, the namespace.
     s.kubectl_ok(&["delete", "namespace", "gone", "--timeout=20s"]);

@@ -34,7 +34,10 @@ pub async fn server_side_apply(
     if !applied.is_object() {
         return Err(ApiError::bad_request("apply patch must be an object"));
     }
-    let gv = applied.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let gv = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = applied.get("kind").and_then(Value::as_str).unwrap_or("");
     if gv.is_empty() || kind.is_empty() {
         return Err(ApiError::bad_request(
@@ -75,7 +78,8 @@ pub async fn server_side_apply(
             }
             let mut obj = applied.clone();
             meta_mut(&mut obj).insert("managedFields".into(), json!([entry.clone()]));
-            let created = handlers::create_object(api, &t.info, t.namespace.as_deref(), obj, dry).await?;
+            let created =
+                handlers::create_object(api, &t.info, t.namespace.as_deref(), obj, dry).await?;
             return Ok(bytes_response(
                 StatusCode::CREATED,
                 "application/json",
@@ -134,7 +138,10 @@ pub async fn server_side_apply(
         // nobody else owns, are removed.
         let previous = managed
             .iter()
-            .find(|m| m.get("manager").and_then(Value::as_str) == Some(manager.as_str()) && m.get("operation").and_then(Value::as_str) == Some("Apply"))
+            .find(|m| {
+                m.get("manager").and_then(Value::as_str) == Some(manager.as_str())
+                    && m.get("operation").and_then(Value::as_str) == Some("Apply")
+            })
             .and_then(|m| m.get("fieldsV1").cloned())
             .unwrap_or(json!({}));
         let mut merged = live.clone();
@@ -161,8 +168,13 @@ pub async fn server_side_apply(
             merge_values(&mut d, &patch);
             d
         } else {
-            super::strategic::apply(&merged, &patch, openapi::definitions(), t.info.definition.as_deref())
-                .map_err(|e| ApiError::new(422, "Invalid", e))?
+            super::strategic::apply(
+                &merged,
+                &patch,
+                openapi::definitions(),
+                t.info.definition.as_deref(),
+            )
+            .map_err(|e| ApiError::new(422, "Invalid", e))?
         };
         // Ownership: forced conflicts move to this manager.
         if force {
@@ -176,14 +188,25 @@ pub async fn server_side_apply(
                     }
                 }
             }
-            managed.retain(|m| m.get("fieldsV1").and_then(Value::as_object).is_some_and(|o| !o.is_empty()));
+            managed.retain(|m| {
+                m.get("fieldsV1")
+                    .and_then(Value::as_object)
+                    .is_some_and(|o| !o.is_empty())
+            });
         }
-        managed.retain(|m| !(m.get("manager").and_then(Value::as_str) == Some(manager.as_str()) && m.get("operation").and_then(Value::as_str) == Some("Apply")));
+        managed.retain(|m| {
+            !(m.get("manager").and_then(Value::as_str) == Some(manager.as_str())
+                && m.get("operation").and_then(Value::as_str) == Some("Apply"))
+        });
         managed.push(entry.clone());
         meta_mut(&mut merged).insert("managedFields".into(), Value::Array(managed));
         match handlers::write_update(api, t, current, merged, None, sub, dry).await {
             Ok((status, obj)) => {
-                return Ok(bytes_response(status, "application/json", handlers::view(&t.info, &obj)));
+                return Ok(bytes_response(
+                    status,
+                    "application/json",
+                    handlers::view(&t.info, &obj),
+                ));
             }
             Err(e) if e.reason == "Conflict" && attempt < 7 => continue,
             Err(e) => return Err(e),
@@ -197,7 +220,9 @@ fn merge_values(base: &mut Value, patch: &Value) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
                 match b.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge_values(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_values(existing, v)
+                    }
                     _ => {
                         b.insert(k.clone(), v.clone());
                     }
@@ -210,7 +235,12 @@ fn merge_values(base: &mut Value, patch: &Value) {
 
 /// The FieldsV1 set of an applied object: `f:<field>` for map fields,
 /// `k:{...}` for list-map items (keys from the schema), leaves as `{}`.
-fn fieldset(v: &Value, def: &Option<String>, reg: &Registry, info: &super::registry::ResourceInfo) -> Value {
+fn fieldset(
+    v: &Value,
+    def: &Option<String>,
+    reg: &Registry,
+    info: &super::registry::ResourceInfo,
+) -> Value {
     let _ = (reg, info);
     let defs = openapi::definitions();
     fields_of(v, def.as_deref().and_then(|d| defs.get(d)), defs, true)
@@ -257,21 +287,34 @@ fn fields_of(v: &Value, schema: Option<&Value>, defs: &Map<String, Value>, root:
                         .and_then(|p| p.get(k))
                         .or_else(|| s.get("additionalProperties"))
                 });
-                out.insert(format!("f:{k}"), fields_of(child, child_schema, defs, false));
+                out.insert(
+                    format!("f:{k}"),
+                    fields_of(child, child_schema, defs, false),
+                );
             }
             Value::Object(out)
         }
         Value::Array(items) => {
             let s = schema;
             let keys: Vec<String> = s
-                .and_then(|s| s.get("x-kubernetes-list-map-keys").or_else(|| s.get("x-kubernetes-patch-merge-key").map(|_| s.get("x-kubernetes-patch-merge-key").unwrap())))
+                .and_then(|s| {
+                    s.get("x-kubernetes-list-map-keys").or_else(|| {
+                        s.get("x-kubernetes-patch-merge-key")
+                            .map(|_| s.get("x-kubernetes-patch-merge-key").unwrap())
+                    })
+                })
                 .map(|k| match k {
-                    Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+                    Value::Array(a) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect(),
                     Value::String(s) => vec![s.clone()],
                     _ => vec![],
                 })
                 .unwrap_or_default();
-            let list_type = s.and_then(|s| s.get("x-kubernetes-list-type")).and_then(Value::as_str);
+            let list_type = s
+                .and_then(|s| s.get("x-kubernetes-list-type"))
+                .and_then(Value::as_str);
             let item_schema = s.and_then(|s| s.get("items"));
             if !keys.is_empty() && items.iter().all(Value::is_object) {
                 let mut out = Map::new();
@@ -288,7 +331,10 @@ fn fields_of(v: &Value, schema: Option<&Value>, defs: &Map<String, Value>, root:
                 }
                 Value::Object(out)
             } else if list_type == Some("set") {
-                let out: Map<String, Value> = items.iter().map(|i| (format!("v:{i}"), json!({}))).collect();
+                let out: Map<String, Value> = items
+                    .iter()
+                    .map(|i| (format!("v:{i}"), json!({})))
+                    .collect();
                 Value::Object(out)
             } else {
                 json!({})
@@ -305,7 +351,10 @@ fn leaves(set: &Value, path: &str, ptr: &str) -> Vec<(String, Option<String>)> {
     if let Some(o) = set.as_object() {
         let real: Vec<(&String, &Value)> = o.iter().filter(|(k, _)| k.as_str() != ".").collect();
         if real.is_empty() {
-            out.push((path.to_string(), (!ptr.contains('\u{0}')).then(|| ptr.to_string())));
+            out.push((
+                path.to_string(),
+                (!ptr.contains('\u{0}')).then(|| ptr.to_string()),
+            ));
             return out;
         }
         for (k, v) in real {
@@ -322,7 +371,11 @@ fn leaves(set: &Value, path: &str, ptr: &str) -> Vec<(String, Option<String>)> {
 
 fn has_path(set: &Value, path: &str) -> bool {
     let mut cur = set;
-    for part in path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()) {
+    for part in path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+    {
         match cur.get(part) {
             Some(n) => cur = n,
             None => return false,
@@ -332,9 +385,15 @@ fn has_path(set: &Value, path: &str) -> bool {
 }
 
 fn remove_path(set: &mut Value, path: &str) {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     fn rec(v: &mut Value, parts: &[&str]) {
-        let Some((first, rest)) = parts.split_first() else { return };
+        let Some((first, rest)) = parts.split_first() else {
+            return;
+        };
         let Some(o) = v.as_object_mut() else { return };
         if rest.is_empty() {
             o.remove(*first);

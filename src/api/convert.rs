@@ -15,7 +15,11 @@ fn take(o: &mut Map<String, Value>, from: &str, to: &str, out: &mut Map<String, 
 
 /// The stored (canonical) form of an object written through `info`.
 pub fn to_storage(info: &ResourceInfo, v: Value) -> Value {
-    match (info.group.as_str(), info.version.as_str(), info.kind.as_str()) {
+    match (
+        info.group.as_str(),
+        info.version.as_str(),
+        info.kind.as_str(),
+    ) {
         ("events.k8s.io", _, "Event") => event_to_core(v),
         ("autoscaling", "v1", "HorizontalPodAutoscaler") => hpa_v1_to_v2(v),
         _ => v,
@@ -24,7 +28,11 @@ pub fn to_storage(info: &ResourceInfo, v: Value) -> Value {
 
 /// The object as `info`'s version presents it.
 pub fn from_storage(info: &ResourceInfo, v: Value) -> Value {
-    match (info.group.as_str(), info.version.as_str(), info.kind.as_str()) {
+    match (
+        info.group.as_str(),
+        info.version.as_str(),
+        info.kind.as_str(),
+    ) {
         ("events.k8s.io", _, "Event") => event_from_core(v),
         ("autoscaling", "v1", "HorizontalPodAutoscaler") => hpa_v2_to_v1(v),
         _ => v,
@@ -33,7 +41,11 @@ pub fn from_storage(info: &ResourceInfo, v: Value) -> Value {
 
 pub fn needs_conversion(info: &ResourceInfo) -> bool {
     matches!(
-        (info.group.as_str(), info.version.as_str(), info.kind.as_str()),
+        (
+            info.group.as_str(),
+            info.version.as_str(),
+            info.kind.as_str()
+        ),
         ("events.k8s.io", _, "Event") | ("autoscaling", "v1", "HorizontalPodAutoscaler")
     )
 }
@@ -44,14 +56,33 @@ fn event_to_core(v: Value) -> Value {
         return Value::Object(o);
     }
     let mut out = Map::new();
-    for k in ["metadata", "eventTime", "series", "action", "reason", "related", "type", "reportingInstance"] {
+    for k in [
+        "metadata",
+        "eventTime",
+        "series",
+        "action",
+        "reason",
+        "related",
+        "type",
+        "reportingInstance",
+    ] {
         take(&mut o, k, k, &mut out);
     }
     take(&mut o, "regarding", "involvedObject", &mut out);
     take(&mut o, "note", "message", &mut out);
-    take(&mut o, "reportingController", "reportingComponent", &mut out);
+    take(
+        &mut o,
+        "reportingController",
+        "reportingComponent",
+        &mut out,
+    );
     take(&mut o, "deprecatedSource", "source", &mut out);
-    take(&mut o, "deprecatedFirstTimestamp", "firstTimestamp", &mut out);
+    take(
+        &mut o,
+        "deprecatedFirstTimestamp",
+        "firstTimestamp",
+        &mut out,
+    );
     take(&mut o, "deprecatedLastTimestamp", "lastTimestamp", &mut out);
     take(&mut o, "deprecatedCount", "count", &mut out);
     out.insert("apiVersion".into(), json!("v1"));
@@ -65,19 +96,38 @@ fn event_to_core(v: Value) -> Value {
 fn event_from_core(v: Value) -> Value {
     let Value::Object(mut o) = v else { return v };
     let mut out = Map::new();
-    for k in ["metadata", "eventTime", "series", "action", "reason", "related", "type", "reportingInstance"] {
+    for k in [
+        "metadata",
+        "eventTime",
+        "series",
+        "action",
+        "reason",
+        "related",
+        "type",
+        "reportingInstance",
+    ] {
         take(&mut o, k, k, &mut out);
     }
     take(&mut o, "involvedObject", "regarding", &mut out);
     take(&mut o, "message", "note", &mut out);
-    take(&mut o, "reportingComponent", "reportingController", &mut out);
+    take(
+        &mut o,
+        "reportingComponent",
+        "reportingController",
+        &mut out,
+    );
     if !out.contains_key("reportingController")
         && let Some(c) = o.get("source").and_then(|s| s.get("component")).cloned()
     {
         out.insert("reportingController".into(), c);
     }
     take(&mut o, "source", "deprecatedSource", &mut out);
-    take(&mut o, "firstTimestamp", "deprecatedFirstTimestamp", &mut out);
+    take(
+        &mut o,
+        "firstTimestamp",
+        "deprecatedFirstTimestamp",
+        &mut out,
+    );
     take(&mut o, "lastTimestamp", "deprecatedLastTimestamp", &mut out);
     take(&mut o, "count", "deprecatedCount", &mut out);
     out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
@@ -131,7 +181,10 @@ fn hpa_v2_to_v1(mut v: Value) -> Value {
     let cpu_current = v
         .pointer("/status/currentMetrics")
         .and_then(Value::as_array)
-        .and_then(|ms| ms.iter().find(|m| m.pointer("/resource/name") == Some(&json!("cpu"))))
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m.pointer("/resource/name") == Some(&json!("cpu")))
+        })
         .and_then(|m| m.pointer("/resource/current/averageUtilization").cloned());
     if let Some(st) = v.get_mut("status").and_then(Value::as_object_mut) {
         st.remove("currentMetrics");
@@ -163,7 +216,10 @@ mod tests {
         let v1 = json!({"apiVersion":"autoscaling/v1","kind":"HorizontalPodAutoscaler","metadata":{"name":"h"},
             "spec":{"minReplicas":1,"maxReplicas":5,"scaleTargetRef":{"kind":"Deployment","name":"web","apiVersion":"apps/v1"},"targetCPUUtilizationPercentage":50}});
         let v2 = hpa_v1_to_v2(v1.clone());
-        assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
+        assert_eq!(
+            v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
         let mut back = hpa_v2_to_v1(v2);
         back["kind"] = json!("HorizontalPodAutoscaler");
         assert_eq!(back, v1);

@@ -32,10 +32,22 @@ fn add_crd(reg: &mut Registry, crd: &Value) {
         Some(s) => s,
         None => return,
     };
-    let group = spec.get("group").and_then(Value::as_str).unwrap_or("").to_string();
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let names = spec.get("names").cloned().unwrap_or(json!({}));
-    let plural = names.get("plural").and_then(Value::as_str).unwrap_or("").to_string();
-    let kind = names.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let plural = names
+        .get("plural")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let kind = names
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if group.is_empty() || plural.is_empty() || kind.is_empty() {
         return;
     }
@@ -46,23 +58,43 @@ fn add_crd(reg: &mut Registry, crd: &Value) {
         .unwrap_or_else(|| kind.to_lowercase());
     let strs = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
-    let versions = spec.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for v in versions {
         if v.get("served") == Some(&json!(false)) {
             continue;
         }
-        let version = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let version = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let mut subs = Vec::new();
         let status = v.pointer("/subresources/status").is_some();
         let scale = v.pointer("/subresources/scale").map(|s| {
             (
-                s.get("specReplicasPath").and_then(Value::as_str).unwrap_or(".spec.replicas").to_string(),
-                s.get("statusReplicasPath").and_then(Value::as_str).unwrap_or(".status.replicas").to_string(),
-                s.get("labelSelectorPath").and_then(Value::as_str).map(str::to_string),
+                s.get("specReplicasPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or(".spec.replicas")
+                    .to_string(),
+                s.get("statusReplicasPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or(".status.replicas")
+                    .to_string(),
+                s.get("labelSelectorPath")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             )
         });
         if status {
@@ -161,7 +193,10 @@ async fn establish(api: &Arc<Api>, crd: &Arc<Obj>) {
         // Remove the customresourcecleanup finalizer after deleting instances.
         delete_instances(api, v).await;
         let mut new = v.clone();
-        if let Some(f) = new.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+        if let Some(f) = new
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
             f.retain(|x| x != "customresourcecleanup.apiextensions.k8s.io");
         }
         let _ = write_back(api, crd, new).await;
@@ -170,7 +205,12 @@ async fn establish(api: &Arc<Api>, crd: &Arc<Obj>) {
     let established = v
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.get("type") == Some(&json!("Established")) && c.get("status") == Some(&json!("True"))));
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type") == Some(&json!("Established"))
+                    && c.get("status") == Some(&json!("True"))
+            })
+        });
     let has_finalizer = v
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -183,15 +223,29 @@ async fn establish(api: &Arc<Api>, crd: &Arc<Obj>) {
     let names = v.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let mut accepted = names.clone();
     if accepted.get("singular").is_none() {
-        accepted["singular"] = json!(names.get("kind").and_then(Value::as_str).unwrap_or("").to_lowercase());
+        accepted["singular"] = json!(
+            names
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_lowercase()
+        );
     }
     if accepted.get("listKind").is_none() {
-        accepted["listKind"] = json!(format!("{}List", names.get("kind").and_then(Value::as_str).unwrap_or("")));
+        accepted["listKind"] = json!(format!(
+            "{}List",
+            names.get("kind").and_then(Value::as_str).unwrap_or("")
+        ));
     }
     let stored: Vec<Value> = v
         .pointer("/spec/versions")
         .and_then(Value::as_array)
-        .map(|vs| vs.iter().filter(|x| x.get("storage") == Some(&json!(true))).filter_map(|x| x.get("name").cloned()).collect())
+        .map(|vs| {
+            vs.iter()
+                .filter(|x| x.get("storage") == Some(&json!(true)))
+                .filter_map(|x| x.get("name").cloned())
+                .collect()
+        })
         .unwrap_or_default();
     new["status"] = json!({
         "acceptedNames": accepted,
@@ -203,14 +257,22 @@ async fn establish(api: &Arc<Api>, crd: &Arc<Obj>) {
     });
     if !has_finalizer {
         let m = super::objects::meta_mut(&mut new);
-        let mut f = m.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut f = m
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         f.push(json!("customresourcecleanup.apiextensions.k8s.io"));
         m.insert("finalizers".into(), Value::Array(f));
     }
     let _ = write_back(api, crd, new).await;
 }
 
-async fn write_back(api: &Arc<Api>, crd: &Arc<Obj>, mut new: Value) -> Result<(), crate::store::StoreError> {
+async fn write_back(
+    api: &Arc<Api>,
+    crd: &Arc<Obj>,
+    mut new: Value,
+) -> Result<(), crate::store::StoreError> {
     if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
@@ -219,7 +281,10 @@ async fn write_back(api: &Arc<Api>, crd: &Arc<Obj>, mut new: Value) -> Result<()
         .and_then(Value::as_array)
         .is_none_or(|f| f.is_empty());
     let op = if new.pointer("/metadata/deletionTimestamp").is_some() && empty_finalizers {
-        crate::store::Op::Delete { key: crd.key.clone(), expected: Some(crd.mod_revision) }
+        crate::store::Op::Delete {
+            key: crd.key.clone(),
+            expected: Some(crd.mod_revision),
+        }
     } else {
         crate::store::Op::Update {
             key: crd.key.clone(),
@@ -231,8 +296,14 @@ async fn write_back(api: &Arc<Api>, crd: &Arc<Obj>, mut new: Value) -> Result<()
 }
 
 async fn delete_instances(api: &Arc<Api>, crd: &Value) {
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if group.is_empty() || plural.is_empty() {
         return;
     }
@@ -242,7 +313,10 @@ async fn delete_instances(api: &Arc<Api>, crd: &Value) {
         let _ = api
             .cache
             .backend()
-            .write(crate::store::Op::Delete { key: o.key.clone(), expected: None })
+            .write(crate::store::Op::Delete {
+                key: o.key.clone(),
+                expected: None,
+            })
             .await;
     }
 }

@@ -55,7 +55,11 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
-    let field = if path.is_empty() { "<root>".to_string() } else { path.to_string() };
+    let field = if path.is_empty() {
+        "<root>".to_string()
+    } else {
+        path.to_string()
+    };
     if v.is_null() {
         if s.get("nullable") == Some(&json!(true)) || root {
             return;
@@ -64,7 +68,10 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
             out.push(Cause {
                 reason: "FieldValueTypeInvalid",
                 field: field.clone(),
-                message: format!("Invalid value: \"null\": {field} in body must be of type {}: \"null\"", s["type"].as_str().unwrap_or("")),
+                message: format!(
+                    "Invalid value: \"null\": {field} in body must be of type {}: \"null\"",
+                    s["type"].as_str().unwrap_or("")
+                ),
             });
         }
         return;
@@ -74,7 +81,11 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
             out.push(Cause {
                 reason: "FieldValueTypeInvalid",
                 field: field.clone(),
-                message: format!("Invalid value: \"{}\": {field} in body must be of type integer,string: \"{}\"", type_name(v), type_name(v)),
+                message: format!(
+                    "Invalid value: \"{}\": {field} in body must be of type integer,string: \"{}\"",
+                    type_name(v),
+                    type_name(v)
+                ),
             });
         }
         return;
@@ -86,7 +97,9 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
             out.push(Cause {
                 reason: "FieldValueTypeInvalid",
                 field: field.clone(),
-                message: format!("Invalid value: \"{actual}\": {field} in body must be of type {t}: \"{actual}\""),
+                message: format!(
+                    "Invalid value: \"{actual}\": {field} in body must be of type {t}: \"{actual}\""
+                ),
             });
             return;
         }
@@ -98,19 +111,30 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
         out.push(Cause {
             reason: "FieldValueNotSupported",
             field: field.clone(),
-            message: format!("Unsupported value: {v}: supported values: {}", allowed.join(", ")),
+            message: format!(
+                "Unsupported value: {v}: supported values: {}",
+                allowed.join(", ")
+            ),
         });
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = s.get("minimum").and_then(Value::as_f64)
             && n < min
         {
-            out.push(Cause::invalid(field.clone(), v, &format!("{field} in body should be greater than or equal to {min}")));
+            out.push(Cause::invalid(
+                field.clone(),
+                v,
+                &format!("{field} in body should be greater than or equal to {min}"),
+            ));
         }
         if let Some(max) = s.get("maximum").and_then(Value::as_f64)
             && n > max
         {
-            out.push(Cause::invalid(field.clone(), v, &format!("{field} in body should be less than or equal to {max}")));
+            out.push(Cause::invalid(
+                field.clone(),
+                v,
+                &format!("{field} in body should be less than or equal to {max}"),
+            ));
         }
     }
     if let Some(st) = v.as_str() {
@@ -118,18 +142,30 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
         if let Some(min) = s.get("minLength").and_then(Value::as_u64)
             && len < min
         {
-            out.push(Cause::invalid(field.clone(), v, &format!("{field} in body should be at least {min} chars long")));
+            out.push(Cause::invalid(
+                field.clone(),
+                v,
+                &format!("{field} in body should be at least {min} chars long"),
+            ));
         }
         if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
             && len > max
         {
-            out.push(Cause::invalid(field.clone(), v, &format!("{field} in body may not be longer than {max}")));
+            out.push(Cause::invalid(
+                field.clone(),
+                v,
+                &format!("{field} in body may not be longer than {max}"),
+            ));
         }
         if let Some(p) = s.get("pattern").and_then(Value::as_str)
             && let Ok(re) = regex::Regex::new(p)
             && !re.is_match(st)
         {
-            out.push(Cause::invalid(field.clone(), v, &format!("{field} in body should match '{p}'")));
+            out.push(Cause::invalid(
+                field.clone(),
+                v,
+                &format!("{field} in body should match '{p}'"),
+            ));
         }
     }
     match v {
@@ -137,7 +173,11 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
             if let Some(req) = s.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !o.contains_key(r) {
-                        let f = if path.is_empty() { r.to_string() } else { format!("{path}.{r}") };
+                        let f = if path.is_empty() {
+                            r.to_string()
+                        } else {
+                            format!("{path}.{r}")
+                        };
                         out.push(Cause::required(f, ""));
                     }
                 }
@@ -147,7 +187,11 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
                 if root && (k == "apiVersion" || k == "kind" || k == "metadata") {
                     continue;
                 }
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 if let Some(cs) = props.and_then(|ps| ps.get(k)) {
                     walk(child, cs, &p, out, false);
                 } else if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
@@ -159,7 +203,11 @@ fn walk(v: &Value, s: &Value, path: &str, out: &mut Vec<Cause>, root: bool) {
             if let Some(min) = s.get("minItems").and_then(Value::as_u64)
                 && (a.len() as u64) < min
             {
-                out.push(Cause::invalid(field.clone(), v, &format!("{field} in body should have at least {min} items")));
+                out.push(Cause::invalid(
+                    field.clone(),
+                    v,
+                    &format!("{field} in body should have at least {min} items"),
+                ));
             }
             if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
                 && (a.len() as u64) > max
@@ -191,10 +239,20 @@ mod tests {
         assert!(validate(&json!({"spec":{"size":1,"color":"red"}}), &s).is_empty());
         let c = validate(&json!({"spec":{"size":"big"}}), &s);
         assert_eq!(c[0].field, "spec.size");
-        assert!(c[0].message.contains("must be of type integer"), "{}", c[0].message);
-        assert_eq!(validate(&json!({"spec":{}}), &s)[0].reason, "FieldValueRequired");
+        assert!(
+            c[0].message.contains("must be of type integer"),
+            "{}",
+            c[0].message
+        );
+        assert_eq!(
+            validate(&json!({"spec":{}}), &s)[0].reason,
+            "FieldValueRequired"
+        );
         assert_eq!(validate(&json!({"spec":{"size":-1}}), &s).len(), 1);
-        assert_eq!(validate(&json!({"spec":{"size":1,"color":"pink"}}), &s)[0].reason, "FieldValueNotSupported");
+        assert_eq!(
+            validate(&json!({"spec":{"size":1,"color":"pink"}}), &s)[0].reason,
+            "FieldValueNotSupported"
+        );
     }
 
     #[test]

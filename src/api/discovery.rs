@@ -95,7 +95,11 @@ fn aggregated(ct: &str, items: Vec<Value>) -> Response<Body> {
         "metadata": {},
         "items": items,
     });
-    bytes_response(StatusCode::OK, ct, serde_json::to_vec(&body).unwrap_or_default())
+    bytes_response(
+        StatusCode::OK,
+        ct,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 fn group_discovery(reg: &Registry, g: &str, versions: &[String]) -> Value {
@@ -142,12 +146,7 @@ fn group_discovery(reg: &Registry, g: &str, versions: &[String]) -> Value {
     json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})
 }
 
-pub fn resource_list(
-    _api: &Api,
-    reg: &Registry,
-    g: &str,
-    v: &str,
-) -> ApiResult<Response<Body>> {
+pub fn resource_list(_api: &Api, reg: &Registry, g: &str, v: &str) -> ApiResult<Response<Body>> {
     let rs = reg.resources_of(g, v);
     if rs.is_empty() {
         return Err(ApiError::not_found_path());
@@ -235,10 +234,10 @@ fn document(api: &Api, path: &str) -> Option<(String, bytes::Bytes)> {
     let doc = openapi::v3_document(&g, &v, &rs, &extra);
     let bytes = bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
     let hash = openapi::document_hash(&bytes);
-    api.openapi_docs
-        .lock()
-        .unwrap()
-        .insert(path.to_string(), (reg.generation, hash.clone(), bytes.clone()));
+    api.openapi_docs.lock().unwrap().insert(
+        path.to_string(),
+        (reg.generation, hash.clone(), bytes.clone()),
+    );
     Some((hash, bytes))
 }
 
@@ -250,9 +249,9 @@ pub fn crd_schema_name(r: &ResourceInfo) -> String {
 }
 
 fn crd_openapi_schema(r: &ResourceInfo, schema: Option<&Value>) -> Value {
-    let mut s = schema.cloned().unwrap_or_else(
-        || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-    );
+    let mut s = schema
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
     if let Some(o) = s.as_object_mut() {
         let props = o
             .entry("properties")

@@ -42,8 +42,12 @@ impl ApiError {
     }
 
     pub fn not_found_path() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
@@ -90,7 +94,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"
+            ),
         )
     }
 
@@ -156,9 +162,12 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Compacted { requested, compacted } => ApiError::gone(
-                format!("too old resource version: {requested} ({compacted})"),
-            ),
+            crate::store::StoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             other => ApiError::internal(other),
         }
     }

@@ -127,7 +127,11 @@ fn object_response(
 
 fn value_response(ctx: &Ctx, status: StatusCode, v: &Value) -> Response<Body> {
     with_warnings(
-        bytes_response(status, "application/json", serde_json::to_vec(v).unwrap_or_default()),
+        bytes_response(
+            status,
+            "application/json",
+            serde_json::to_vec(v).unwrap_or_default(),
+        ),
         ctx,
     )
 }
@@ -159,6 +163,7 @@ fn get(api: &Api, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Response<B
 
 /// Parsed `labelSelector` and `fieldSelector` of a list or watch.
 pub struct Filter {
+    pub kind: String,
     pub labels: Option<selector::LabelSelector>,
     pub fields: Option<selector::FieldSelector>,
 }
@@ -183,7 +188,11 @@ impl Filter {
             }
             None => None,
         };
-        Ok(Filter { labels, fields })
+        Ok(Filter {
+            kind: info.kind.clone(),
+            labels,
+            fields,
+        })
     }
 
     pub fn matches(&self, v: &Value) -> bool {
@@ -194,7 +203,7 @@ impl Filter {
             }
         }
         if let Some(f) = &self.fields
-            && !f.matches(v)
+            && !f.matches_kind(&self.kind, v)
         {
             return false;
         }
@@ -246,7 +255,7 @@ fn list(api: &Api, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Response<
         }
         items.push(o);
     }
-        let continue_token = next.map(|start| {
+    let continue_token = next.map(|start| {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&ContinueToken { rv: rev, start }).unwrap_or_default())
@@ -304,7 +313,11 @@ fn list(api: &Api, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Response<
 // ---------------------------------------------------------------- decoding
 
 fn media_type(ct: &str) -> String {
-    ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Decodes a create/update body into a JSON object.
@@ -312,14 +325,11 @@ fn decode_object(ctx: &Ctx) -> ApiResult<Value> {
     let mt = media_type(&ctx.content_type);
     let v: Value = match mt.as_str() {
         "" | "application/json" | "*/*" => serde_json::from_slice(&ctx.body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "couldn't get version/kind; json parse error: {e}"
-            ))
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_yaml::from_slice(&ctx.body).map_err(|e| {
-                ApiError::bad_request(format!("error converting YAML to JSON: {e}"))
-            })?
+            serde_yaml::from_slice(&ctx.body)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
         }
         "application/vnd.kubernetes.protobuf" => {
             let (_, _, v) = protobuf::decode_request(&ctx.body).map_err(|e| {
@@ -338,7 +348,12 @@ fn decode_object(ctx: &Ctx) -> ApiResult<Value> {
 }
 
 /// Checks apiVersion/kind against the URL, filling them when absent.
-fn check_type(info: &ResourceInfo, expect_kind: &str, expect_gv: &str, v: &mut Value) -> ApiResult<()> {
+fn check_type(
+    info: &ResourceInfo,
+    expect_kind: &str,
+    expect_gv: &str,
+    v: &mut Value,
+) -> ApiResult<()> {
     let gv = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
     if !gv.is_empty() && gv != expect_gv {
@@ -362,8 +377,17 @@ fn check_type(info: &ResourceInfo, expect_kind: &str, expect_gv: &str, v: &mut V
 
 /// Unknown-field handling per `fieldValidation` (Strict, Warn (default), Ignore).
 /// Unknown fields are dropped from what is stored, as upstream's decoder does.
-fn field_validation(reg: &Registry, info: &ResourceInfo, ctx: &mut Ctx, v: &mut Value) -> ApiResult<()> {
-    let mode = ctx.query.get("fieldValidation").unwrap_or("Warn").to_string();
+fn field_validation(
+    reg: &Registry,
+    info: &ResourceInfo,
+    ctx: &mut Ctx,
+    v: &mut Value,
+) -> ApiResult<()> {
+    let mode = ctx
+        .query
+        .get("fieldValidation")
+        .unwrap_or("Warn")
+        .to_string();
     if !matches!(mode.as_str(), "Strict" | "Warn" | "Ignore") {
         return Err(ApiError::bad_request(format!(
             "fieldValidation must be one of Ignore, Warn, or Strict, got {mode:?}"
@@ -509,7 +533,12 @@ pub async fn store_write(api: &Api, op: Op) -> Result<Arc<Obj>, StoreError> {
     )))
 }
 
-async fn create(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
+async fn create(
+    api: &Arc<Api>,
+    reg: &Registry,
+    t: &Target,
+    ctx: &mut Ctx,
+) -> ApiResult<Response<Body>> {
     let mut v = decode_object(ctx)?;
     check_type(&t.info, &t.info.kind, &t.info.gv(), &mut v)?;
     field_validation(reg, &t.info, ctx, &mut v)?;
@@ -536,13 +565,20 @@ pub async fn create_object(
                 "resourceVersion should not be set on objects to be created",
             ));
         }
-        let name_empty = m.get("name").and_then(Value::as_str).unwrap_or("").is_empty();
+        let name_empty = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
         if name_empty {
             if let Some(g) = m.get("generateName").and_then(Value::as_str)
                 && !g.is_empty()
             {
                 let base: String = g.chars().take(58).collect();
-                m.insert("name".into(), json!(format!("{base}{}", objects::random_suffix())));
+                m.insert(
+                    "name".into(),
+                    json!(format!("{base}{}", objects::random_suffix())),
+                );
             }
         }
         if info.namespaced {
@@ -593,7 +629,15 @@ pub async fn create_object(
     if dry {
         return Ok(Arc::new(super::cache::materialize(&key, &to_stored(&v), 0)));
     }
-    match store_write(api, Op::Create { key, value: to_stored(&v) }).await {
+    match store_write(
+        api,
+        Op::Create {
+            key,
+            value: to_stored(&v),
+        },
+    )
+    .await
+    {
         Ok(o) => Ok(o),
         Err(StoreError::AlreadyExists) => {
             release_create(api, info, &v);
@@ -609,7 +653,10 @@ pub async fn create_object(
 /// Allocations a create makes (service cluster IPs).
 fn admit_create(api: &Api, info: &ResourceInfo, v: &mut Value, dry: bool) -> ApiResult<()> {
     if info.group.is_empty() && info.kind == "Service" {
-        let ty = v.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        let ty = v
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP");
         if ty == "ExternalName" {
             return Ok(());
         }
@@ -803,7 +850,11 @@ pub async fn write_update(
                         "",
                         "Service",
                         &name,
-                        vec![Cause::invalid(format!("spec.{f}"), &w, "field is immutable")],
+                        vec![Cause::invalid(
+                            format!("spec.{f}"),
+                            &w,
+                            "field is immutable",
+                        )],
                     ));
                 }
                 (Some(w), Some(h)) if w == json!("") => new["spec"][f] = h,
@@ -816,7 +867,10 @@ pub async fn write_update(
         && sub.is_none()
         && objects::tracks_generation(info, api.registry().crd(info).is_some())
     {
-        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         meta_mut(&mut new).insert("generation".into(), json!(g + 1));
     }
     let schema = crd_schema(api, info);
@@ -842,7 +896,11 @@ pub async fn write_update(
     if dry {
         return Ok((
             StatusCode::OK,
-            Arc::new(super::cache::materialize(&key, &to_stored(&new), current.mod_revision)),
+            Arc::new(super::cache::materialize(
+                &key,
+                &to_stored(&new),
+                current.mod_revision,
+            )),
         ));
     }
     if finalizers_done {
@@ -860,11 +918,19 @@ pub async fn write_update(
                 after_delete(api, info, &new);
                 Ok((
                     StatusCode::OK,
-                    Arc::new(super::cache::materialize(&t.key(), &to_stored(&new), current.mod_revision)),
+                    Arc::new(super::cache::materialize(
+                        &t.key(),
+                        &to_stored(&new),
+                        current.mod_revision,
+                    )),
                 ))
             }
-            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(&info.group, &info.resource, &name)),
-            Err(StoreError::NotFound) => Err(ApiError::not_found(&info.group, &info.resource, &name)),
+            Err(StoreError::Conflict { .. }) => {
+                Err(ApiError::conflict(&info.group, &info.resource, &name))
+            }
+            Err(StoreError::NotFound) => {
+                Err(ApiError::not_found(&info.group, &info.resource, &name))
+            }
             Err(e) => Err(e.into()),
         };
     }
@@ -879,7 +945,9 @@ pub async fn write_update(
     .await
     {
         Ok(o) => Ok((StatusCode::OK, o)),
-        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(&info.group, &info.resource, &name)),
+        Err(StoreError::Conflict { .. }) => {
+            Err(ApiError::conflict(&info.group, &info.resource, &name))
+        }
         Err(StoreError::NotFound) => Err(ApiError::not_found(&info.group, &info.resource, &name)),
         Err(e) => Err(e.into()),
     }
@@ -962,15 +1030,25 @@ async fn patch(
     Err(ApiError::conflict(&t.info.group, &t.info.resource, &name))
 }
 
-pub fn apply_patch(info: &ResourceInfo, mt: &str, base: &Value, patch: &Value, name: &str) -> ApiResult<Value> {
+pub fn apply_patch(
+    info: &ResourceInfo,
+    mt: &str,
+    base: &Value,
+    patch: &Value,
+    name: &str,
+) -> ApiResult<Value> {
     match mt {
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding json patch: {e}")))?;
             let mut doc = base.clone();
             json_patch::patch(&mut doc, &p).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
-                    .with_details(json!({"name": name, "group": info.group, "kind": info.resource}))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+                .with_details(json!({"name": name, "group": info.group, "kind": info.resource}))
             })?;
             Ok(doc)
         }
@@ -984,10 +1062,17 @@ pub fn apply_patch(info: &ResourceInfo, mt: &str, base: &Value, patch: &Value, n
         }
         "application/strategic-merge-patch+json" => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "strategic merge patch must be a JSON object",
+                ));
             }
-            super::strategic::apply(base, patch, openapi::definitions(), info.definition.as_deref())
-                .map_err(|e| ApiError::new(422, "Invalid", e))
+            super::strategic::apply(
+                base,
+                patch,
+                openapi::definitions(),
+                info.definition.as_deref(),
+            )
+            .map_err(|e| ApiError::new(422, "Invalid", e))
         }
         other => Err(ApiError::unsupported_media(other)),
     }
@@ -1035,19 +1120,36 @@ fn delete_options(ctx: &Ctx) -> ApiResult<DeleteOptions> {
             "",
             "DeleteOptions",
             "",
-            vec![Cause::not_supported("propagationPolicy", &json!(p), &["Foreground", "Background", "Orphan"])],
+            vec![Cause::not_supported(
+                "propagationPolicy",
+                &json!(p),
+                &["Foreground", "Background", "Orphan"],
+            )],
         ));
     }
     Ok(o)
 }
 
-async fn delete(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
+async fn delete(
+    api: &Arc<Api>,
+    reg: &Registry,
+    t: &Target,
+    ctx: &mut Ctx,
+) -> ApiResult<Response<Body>> {
     let opts = delete_options(ctx)?;
-    let dry = dry_run(ctx)? || opts.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"));
+    let dry = dry_run(ctx)?
+        || opts
+            .dry_run
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|x| x == "All"));
     let name = t.name.clone().unwrap_or_default();
     let (status, obj, deleted) = delete_object(api, t, &opts_to_internal(&opts), dry).await?;
     if deleted {
-        let uid = obj.value.pointer("/metadata/uid").cloned().unwrap_or(json!(""));
+        let uid = obj
+            .value
+            .pointer("/metadata/uid")
+            .cloned()
+            .unwrap_or(json!(""));
         let v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "details": {"name": name, "group": t.info.group, "kind": t.info.resource, "uid": uid},
@@ -1073,7 +1175,10 @@ fn opts_to_internal(o: &DeleteOptions) -> DeleteOpts {
         grace: o.grace_period_seconds,
         propagation,
         uid: o.preconditions.as_ref().and_then(|p| p.uid.clone()),
-        rv: o.preconditions.as_ref().and_then(|p| p.resource_version.clone()),
+        rv: o
+            .preconditions
+            .as_ref()
+            .and_then(|p| p.resource_version.clone()),
     }
 }
 
@@ -1096,11 +1201,18 @@ pub async fn delete_object(
         if let Some(uid) = &opts.uid
             && v.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
         {
-            return Err(ApiError::conflict(&info.group, &info.resource, &name).with_details(json!({})))
-                .map_err(|mut e| {
-                    e.message = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", v.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or(""));
-                    e
-                });
+            return Err(
+                ApiError::conflict(&info.group, &info.resource, &name).with_details(json!({}))
+            )
+            .map_err(|mut e| {
+                e.message = format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    v.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                );
+                e
+            });
         }
         if let Some(rv) = &opts.rv
             && *rv != current.mod_revision.to_string()
@@ -1113,7 +1225,9 @@ pub async fn delete_object(
             .cloned()
             .unwrap_or_default();
         match opts.propagation.as_deref() {
-            Some("Orphan") if !finalizers.contains(&json!("orphan")) => finalizers.push(json!("orphan")),
+            Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
+                finalizers.push(json!("orphan"))
+            }
             Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
                 finalizers.push(json!("foregroundDeletion"))
             }
@@ -1122,9 +1236,14 @@ pub async fn delete_object(
         let is_ns = info.group.is_empty() && info.kind == "Namespace";
         let graceful_pod = info.group.is_empty()
             && info.kind == "Pod"
-            && v.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+            && v.pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
             && opts.grace.unwrap_or(1) > 0
-            && !matches!(v.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+            && !matches!(
+                v.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
         if finalizers.is_empty() && !is_ns && !graceful_pod {
             if dry {
                 return Ok((StatusCode::OK, current, true));
@@ -1143,13 +1262,19 @@ pub async fn delete_object(
                     Ok((StatusCode::OK, current, true))
                 }
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound) => Err(ApiError::not_found(&info.group, &info.resource, &name)),
+                Err(StoreError::NotFound) => {
+                    Err(ApiError::not_found(&info.group, &info.resource, &name))
+                }
                 Err(e) => Err(e.into()),
             };
         }
         if v.pointer("/metadata/deletionTimestamp").is_some() && !graceful_pod {
             // Already being deleted: only new finalizers from propagation matter.
-            let have = v.pointer("/metadata/finalizers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+            let have = v
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0);
             if have == finalizers.len() {
                 return Ok((StatusCode::ACCEPTED, current, false));
             }
@@ -1162,7 +1287,10 @@ pub async fn delete_object(
             }
             let grace = if graceful_pod {
                 opts.grace
-                    .or_else(|| v.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+                    .or_else(|| {
+                        v.pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                    })
                     .unwrap_or(30)
             } else {
                 0
@@ -1177,7 +1305,15 @@ pub async fn delete_object(
             new["status"]["phase"] = json!("Terminating");
         }
         if dry {
-            return Ok((StatusCode::ACCEPTED, Arc::new(super::cache::materialize(&t.key(), &to_stored(&new), current.mod_revision)), false));
+            return Ok((
+                StatusCode::ACCEPTED,
+                Arc::new(super::cache::materialize(
+                    &t.key(),
+                    &to_stored(&new),
+                    current.mod_revision,
+                )),
+                false,
+            ));
         }
         match store_write(
             api,
@@ -1191,7 +1327,9 @@ pub async fn delete_object(
         {
             Ok(o) => return Ok((StatusCode::ACCEPTED, o, false)),
             Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound) => return Err(ApiError::not_found(&info.group, &info.resource, &name)),
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::not_found(&info.group, &info.resource, &name));
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -1207,7 +1345,12 @@ fn after_delete(api: &Api, info: &ResourceInfo, v: &Value) {
     }
 }
 
-async fn delete_collection(api: &Arc<Api>, _reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
+async fn delete_collection(
+    api: &Arc<Api>,
+    _reg: &Registry,
+    t: &Target,
+    ctx: &mut Ctx,
+) -> ApiResult<Response<Body>> {
     let filter = Filter::from_query(&t.info, ctx)?;
     let opts = delete_options(ctx)?;
     let dry = dry_run(ctx)?;
@@ -1245,22 +1388,34 @@ fn scale_paths(reg: &Registry, info: &ResourceInfo) -> (String, String, Option<S
     {
         return (s.clone(), st.clone(), sel.clone());
     }
-    (".spec.replicas".into(), ".status.replicas".into(), Some(".spec.selector".into()))
+    (
+        ".spec.replicas".into(),
+        ".status.replicas".into(),
+        Some(".spec.selector".into()),
+    )
 }
 
 fn jsonpath_pointer(p: &str) -> String {
-    p.trim_start_matches('.').split('.').fold(String::new(), |mut acc, s| {
-        acc.push('/');
-        acc.push_str(s);
-        acc
-    })
+    p.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |mut acc, s| {
+            acc.push('/');
+            acc.push_str(s);
+            acc
+        })
 }
 
 fn scale_of(reg: &Registry, info: &ResourceInfo, obj: &Obj) -> Value {
     let (sp, st, sel) = scale_paths(reg, info);
     let v = &obj.value;
-    let replicas = v.pointer(&jsonpath_pointer(&sp)).cloned().unwrap_or(json!(0));
-    let status_replicas = v.pointer(&jsonpath_pointer(&st)).cloned().unwrap_or(json!(0));
+    let replicas = v
+        .pointer(&jsonpath_pointer(&sp))
+        .cloned()
+        .unwrap_or(json!(0));
+    let status_replicas = v
+        .pointer(&jsonpath_pointer(&st))
+        .cloned()
+        .unwrap_or(json!(0));
     let selector = sel
         .and_then(|s| v.pointer(&jsonpath_pointer(&s)).cloned())
         .map(|s| match s {
@@ -1292,10 +1447,20 @@ fn scale_get(api: &Api, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Resp
         .cache
         .get(&t.key())
         .ok_or_else(|| ApiError::not_found(&t.info.group, &t.info.resource, &name))?;
-    Ok(value_response(ctx, StatusCode::OK, &scale_of(reg, &t.info, &obj)))
+    Ok(value_response(
+        ctx,
+        StatusCode::OK,
+        &scale_of(reg, &t.info, &obj),
+    ))
 }
 
-async fn scale_write(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &mut Ctx, verb: &str) -> ApiResult<Response<Body>> {
+async fn scale_write(
+    api: &Arc<Api>,
+    reg: &Registry,
+    t: &Target,
+    ctx: &mut Ctx,
+    verb: &str,
+) -> ApiResult<Response<Body>> {
     let name = t.name.clone().unwrap_or_default();
     let dry = dry_run(ctx)?;
     for attempt in 0..8 {
@@ -1321,13 +1486,20 @@ async fn scale_write(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &mut Ctx, 
             .and_then(Value::as_str)
             .filter(|rv| !rv.is_empty() && *rv != current.mod_revision.to_string())
             .map(str::to_string);
-        let replicas = new_scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+        let replicas = new_scale
+            .pointer("/spec/replicas")
+            .cloned()
+            .unwrap_or(json!(0));
         if replicas.as_i64().is_none_or(|r| r < 0) {
             return Err(ApiError::invalid(
                 "autoscaling",
                 "Scale",
                 &name,
-                vec![Cause::invalid("spec.replicas", &replicas, "must be greater than or equal to 0")],
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    &replicas,
+                    "must be greater than or equal to 0",
+                )],
             ));
         }
         let (sp, _, _) = scale_paths(reg, &t.info);
@@ -1336,7 +1508,13 @@ async fn scale_write(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &mut Ctx, 
         set_pointer(&mut new, &ptr, replicas);
         let explicit = precondition.is_some();
         match write_update(api, t, current, new, precondition, None, dry).await {
-            Ok((_, obj)) => return Ok(value_response(ctx, StatusCode::OK, &scale_of(reg, &t.info, &obj))),
+            Ok((_, obj)) => {
+                return Ok(value_response(
+                    ctx,
+                    StatusCode::OK,
+                    &scale_of(reg, &t.info, &obj),
+                ));
+            }
             Err(e) if e.reason == "Conflict" && !explicit && attempt < 7 => continue,
             Err(e) => return Err(e),
         }
@@ -1372,19 +1550,35 @@ fn review(api: &Api, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
             "username": user.name, "groups": user.groups,
         }}),
         ("authentication.k8s.io", "tokenreviews") => {
-            let token = v.pointer("/spec/token").and_then(Value::as_str).unwrap_or("");
+            let token = v
+                .pointer("/spec/token")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             match api.authenticate_token(token) {
-                Some(u) => json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups}}),
+                Some(u) => {
+                    json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups}})
+                }
                 None => json!({"authenticated": false}),
             }
         }
         ("authorization.k8s.io", "selfsubjectaccessreviews") => {
-            let ra = v.pointer("/spec/resourceAttributes").cloned().unwrap_or(json!({}));
+            let ra = v
+                .pointer("/spec/resourceAttributes")
+                .cloned()
+                .unwrap_or(json!({}));
             let attrs = super::auth::Attributes {
                 verb: ra.get("verb").and_then(Value::as_str).unwrap_or("").into(),
                 group: ra.get("group").and_then(Value::as_str).unwrap_or("").into(),
-                resource: ra.get("resource").and_then(Value::as_str).unwrap_or("").into(),
-                namespace: ra.get("namespace").and_then(Value::as_str).unwrap_or("").into(),
+                resource: ra
+                    .get("resource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
+                namespace: ra
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
                 name: ra.get("name").and_then(Value::as_str).unwrap_or("").into(),
                 ..Default::default()
             };
@@ -1397,10 +1591,18 @@ fn review(api: &Api, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
             let groups: Vec<String> = v
                 .pointer("/spec/groups")
                 .and_then(Value::as_array)
-                .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             let subject = super::auth::User {
-                name: v.pointer("/spec/user").and_then(Value::as_str).unwrap_or("").into(),
+                name: v
+                    .pointer("/spec/user")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
                 uid: String::new(),
                 groups,
             };

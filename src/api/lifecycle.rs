@@ -12,7 +12,14 @@ use super::handlers::{self, DeleteOpts};
 use super::objects::meta_str;
 use super::{Api, Target};
 
-fn target(api: &Api, group: &str, version: &str, resource: &str, ns: Option<&str>, name: &str) -> Option<Target> {
+fn target(
+    api: &Api,
+    group: &str,
+    version: &str,
+    resource: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Option<Target> {
     let info = api.registry().find(group, version, resource)?;
     Some(Target {
         info,
@@ -32,17 +39,31 @@ pub async fn bootstrap(api: &Arc<Api>, port: u16) -> anyhow::Result<()> {
     }
     api.service_ip.mark("10.43.0.1");
     api.service_ip.mark("10.43.0.10");
-    let ns_info = api.registry().find("", "v1", "namespaces").expect("namespaces in catalogue");
+    let ns_info = api
+        .registry()
+        .find("", "v1", "namespaces")
+        .expect("namespaces in catalogue");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        if api.cache.get(&format!("/registry/core/namespaces/{ns}")).is_none() {
+        if api
+            .cache
+            .get(&format!("/registry/core/namespaces/{ns}"))
+            .is_none()
+        {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             handlers::create_object(api, &ns_info, None, obj, false)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
         }
     }
-    let svc_info = api.registry().find("", "v1", "services").expect("services in catalogue");
-    if api.cache.get("/registry/core/services/default/kubernetes").is_none() {
+    let svc_info = api
+        .registry()
+        .find("", "v1", "services")
+        .expect("services in catalogue");
+    if api
+        .cache
+        .get("/registry/core/services/default/kubernetes")
+        .is_none()
+    {
         let obj = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default",
@@ -130,7 +151,12 @@ async fn finalize_namespaces(api: &Arc<Api>) {
                     name: meta_str(&o.value, "name").map(str::to_string),
                     subresource: None,
                 };
-                let opts = DeleteOpts { grace: None, propagation: Some("Background".into()), uid: None, rv: None };
+                let opts = DeleteOpts {
+                    grace: None,
+                    propagation: Some("Background".into()),
+                    uid: None,
+                    rv: None,
+                };
                 let _ = handlers::delete_object(api, &t, &opts, false).await;
             }
         }
@@ -138,18 +164,43 @@ async fn finalize_namespaces(api: &Arc<Api>) {
             continue;
         }
         // Empty: drop the "kubernetes" finalizer, which deletes the namespace.
-        let Some(t) = target(api, "", "v1", "namespaces", None, &name) else { continue };
+        let Some(t) = target(api, "", "v1", "namespaces", None, &name) else {
+            continue;
+        };
         let mut new = ns.value.clone();
         new["spec"]["finalizers"] = json!([]);
-        let _ = handlers::write_update(api, &Target { subresource: Some("finalize".into()), ..t.clone() }, ns.clone(), new, None, Some("finalize"), false).await;
+        let _ = handlers::write_update(
+            api,
+            &Target {
+                subresource: Some("finalize".into()),
+                ..t.clone()
+            },
+            ns.clone(),
+            new,
+            None,
+            Some("finalize"),
+            false,
+        )
+        .await;
         if let Some(cur) = api.cache.get(&t.key()) {
-            let spec_f = cur.value.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
-            let meta_f = cur.value.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let spec_f = cur
+                .value
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty());
+            let meta_f = cur
+                .value
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty());
             if spec_f && meta_f {
                 let _ = api
                     .cache
                     .backend()
-                    .write(crate::store::Op::Delete { key: cur.key.clone(), expected: Some(cur.mod_revision) })
+                    .write(crate::store::Op::Delete {
+                        key: cur.key.clone(),
+                        expected: Some(cur.mod_revision),
+                    })
                     .await;
             }
         }
@@ -172,7 +223,10 @@ async fn collect_garbage(api: &Arc<Api>) {
             all.push((info.clone(), o));
         }
     }
-    let live_uids: std::collections::HashMap<String, (Arc<super::registry::ResourceInfo>, Arc<super::cache::Obj>)> = all
+    let live_uids: std::collections::HashMap<
+        String,
+        (Arc<super::registry::ResourceInfo>, Arc<super::cache::Obj>),
+    > = all
         .iter()
         .filter_map(|(i, o)| {
             o.value
@@ -184,13 +238,22 @@ async fn collect_garbage(api: &Arc<Api>) {
     let finalizers = |o: &Value| -> Vec<String> {
         o.pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     // Owners waiting on dependents.
     let mut blocking: std::collections::HashSet<String> = Default::default();
     for (info, o) in &all {
-        let refs = o.value.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        let refs = o
+            .value
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if refs.is_empty() {
             continue;
         }
@@ -210,28 +273,61 @@ async fn collect_garbage(api: &Arc<Api>) {
                     } else if deleting && f.iter().any(|x| x == "foregroundDeletion") {
                         blocking.insert(uid.to_string());
                         if o.value.pointer("/metadata/deletionTimestamp").is_none() {
-                            let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
-                            let opts = DeleteOpts { grace: None, propagation: Some("Foreground".into()), uid: None, rv: None };
+                            let t = Target {
+                                info: info.clone(),
+                                namespace: meta_str(&o.value, "namespace").map(str::to_string),
+                                name: meta_str(&o.value, "name").map(str::to_string),
+                                subresource: None,
+                            };
+                            let opts = DeleteOpts {
+                                grace: None,
+                                propagation: Some("Foreground".into()),
+                                uid: None,
+                                rv: None,
+                            };
                             let _ = handlers::delete_object(api, &t, &opts, false).await;
                         }
                     }
                 }
             }
         }
-        let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
+        let t = Target {
+            info: info.clone(),
+            namespace: meta_str(&o.value, "namespace").map(str::to_string),
+            name: meta_str(&o.value, "name").map(str::to_string),
+            subresource: None,
+        };
         if !orphan_from.is_empty() {
             let mut new = o.value.clone();
-            if let Some(a) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-                a.retain(|r| !orphan_from.iter().any(|u| r.get("uid").and_then(Value::as_str) == Some(u)));
+            if let Some(a) = new
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                a.retain(|r| {
+                    !orphan_from
+                        .iter()
+                        .any(|u| r.get("uid").and_then(Value::as_str) == Some(u))
+                });
             }
-            if new.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|a| a.is_empty())
+            if new
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.is_empty())
                 && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
             {
                 m.remove("ownerReferences");
             }
             let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
-        } else if delete_me && all_owners_gone && o.value.pointer("/metadata/deletionTimestamp").is_none() {
-            let opts = DeleteOpts { grace: None, propagation: Some("Background".into()), uid: None, rv: None };
+        } else if delete_me
+            && all_owners_gone
+            && o.value.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            let opts = DeleteOpts {
+                grace: None,
+                propagation: Some("Background".into()),
+                uid: None,
+                rv: None,
+            };
             let _ = handlers::delete_object(api, &t, &opts, false).await;
         }
     }
@@ -241,19 +337,35 @@ async fn collect_garbage(api: &Arc<Api>) {
             continue;
         }
         let f = finalizers(&o.value);
-        let uid = o.value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        let uid = o
+            .value
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let has_dependents = all.iter().any(|(_, d)| {
-            d.value.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|rs| rs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+            d.value
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|rs| {
+                    rs.iter()
+                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                })
         });
         let mut new_f = f.clone();
         if f.iter().any(|x| x == "orphan") && !has_dependents {
             new_f.retain(|x| x != "orphan");
         }
-        if f.iter().any(|x| x == "foregroundDeletion") && !has_dependents && !blocking.contains(uid) {
+        if f.iter().any(|x| x == "foregroundDeletion") && !has_dependents && !blocking.contains(uid)
+        {
             new_f.retain(|x| x != "foregroundDeletion");
         }
         if new_f != f {
-            let t = Target { info: info.clone(), namespace: meta_str(&o.value, "namespace").map(str::to_string), name: meta_str(&o.value, "name").map(str::to_string), subresource: None };
+            let t = Target {
+                info: info.clone(),
+                namespace: meta_str(&o.value, "namespace").map(str::to_string),
+                name: meta_str(&o.value, "name").map(str::to_string),
+                subresource: None,
+            };
             let mut new = o.value.clone();
             if new_f.is_empty() {
                 if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {

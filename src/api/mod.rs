@@ -4,8 +4,8 @@
 pub mod apply;
 pub mod auth;
 pub mod cache;
-pub mod crd;
 pub mod convert;
+pub mod crd;
 pub mod crdschema;
 pub mod discovery;
 pub mod errors;
@@ -95,10 +95,16 @@ impl Query {
         Query { map }
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.map.get(k).map(String::as_str).filter(|s| !s.is_empty())
+        self.map
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
     pub fn flag(&self, k: &str) -> bool {
-        matches!(self.map.get(k).map(String::as_str), Some("true") | Some("1"))
+        matches!(
+            self.map.get(k).map(String::as_str),
+            Some("true") | Some("1")
+        )
     }
 }
 
@@ -280,7 +286,9 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::new(
                     413,
                     "RequestEntityTooLarge",
@@ -303,9 +311,7 @@ fn parse_target(
     // namespace object itself (namespaces/<name>[/status|finalize]).
     let (namespace, rest) = match rest {
         ["namespaces", ns, r, more @ ..]
-            if !(group.is_empty()
-                && more.is_empty()
-                && (*r == "status" || *r == "finalize")) =>
+            if !(group.is_empty() && more.is_empty() && (*r == "status" || *r == "finalize")) =>
         {
             (Some(ns.to_string()), {
                 let mut v = vec![*r];
@@ -380,7 +386,11 @@ pub fn text(status: StatusCode, s: &str) -> Response<Body> {
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    bytes_response(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    bytes_response(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 pub fn bytes_response(status: StatusCode, ct: &str, b: impl Into<Bytes>) -> Response<Body> {

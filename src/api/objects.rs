@@ -20,9 +20,7 @@ pub fn key_for(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> Stri
 }
 
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {
@@ -55,8 +53,7 @@ pub fn random_suffix() -> String {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -104,7 +101,11 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause>) 
         }
     } else if name_is_label(info) {
         if !is_dns1123_label(name) {
-            causes.push(Cause::invalid("metadata.name", &json!(name), DNS1123_LABEL_MSG));
+            causes.push(Cause::invalid(
+                "metadata.name",
+                &json!(name),
+                DNS1123_LABEL_MSG,
+            ));
         }
     } else if !is_dns1123_subdomain(name) {
         causes.push(Cause::invalid(
@@ -179,8 +180,7 @@ pub fn is_qualified_name(k: &str) -> bool {
 pub fn is_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
             && v.as_bytes()[0].is_ascii_alphanumeric()
             && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
@@ -236,7 +236,10 @@ pub fn validate_kind(info: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause>) 
         ("batch", "Job") => {
             if let Some(ps) = spec.and_then(|s| s.pointer("/template/spec")) {
                 validate_pod_spec(ps, "spec.template.spec", causes);
-                let rp = ps.get("restartPolicy").and_then(Value::as_str).unwrap_or("");
+                let rp = ps
+                    .get("restartPolicy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if rp != "OnFailure" && rp != "Never" {
                     causes.push(Cause::not_supported(
                         "spec.template.spec.restartPolicy",
@@ -312,7 +315,11 @@ fn validate_pod_spec(ps: &Value, path: &str, causes: &mut Vec<Cause>) {
                         &json!(name),
                     ));
                 }
-                if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
                     causes.push(Cause::required(format!("{path}.containers[{i}].image"), ""));
                 }
             }
@@ -482,7 +489,11 @@ fn default_pod_spec(spec: &mut Value) {
     for field in ["containers", "initContainers"] {
         if let Some(cs) = s.get_mut(field).and_then(Value::as_array_mut) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 set_default(c, "imagePullPolicy", json!(default_pull_policy(&image)));
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
@@ -589,7 +600,9 @@ impl ServiceIpAllocator {
                 return Ok(Ipv4Addr::from(ip).to_string());
             }
         }
-        Err(ApiError::internal("failed to allocate a serviceIP: range is full"))
+        Err(ApiError::internal(
+            "failed to allocate a serviceIP: range is full",
+        ))
     }
 }
 

@@ -94,7 +94,11 @@ impl ResourceInfo {
             }
             None => (self.group.clone(), self.resource.clone()),
         };
-        let group = if group.is_empty() { "core".into() } else { group };
+        let group = if group.is_empty() {
+            "core".into()
+        } else {
+            group
+        };
         format!("/registry/{group}/{resource}/")
     }
 }
@@ -140,7 +144,12 @@ impl Registry {
             .cloned()
     }
 
-    pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<std::sync::Arc<ResourceInfo>> {
+    pub fn find_kind(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Option<std::sync::Arc<ResourceInfo>> {
         self.resources
             .iter()
             .find(|r| r.group == group && r.version == version && r.kind == kind)

@@ -59,7 +59,8 @@ impl Watcher {
         } else {
             obj
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -108,12 +109,21 @@ impl Watcher {
     }
 }
 
-pub async fn watch(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Response<Body>> {
+pub async fn watch(
+    api: &Arc<Api>,
+    reg: &Registry,
+    t: &Target,
+    ctx: &Ctx,
+) -> ApiResult<Response<Body>> {
     let filter = Filter::from_query(&t.info, ctx)?;
     let bookmarks = ctx.query.flag("allowWatchBookmarks");
     let send_initial = ctx.query.get("sendInitialEvents").map(|s| s == "true");
     let rv_param = ctx.query.get("resourceVersion").unwrap_or("").to_string();
-    let timeout = match ctx.query.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()) {
+    let timeout = match ctx
+        .query
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         Some(s) => Duration::from_secs(s),
         None => Duration::from_secs(1800 + rand::random_range(0..1800)),
     };
@@ -155,7 +165,9 @@ pub async fn watch(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &Ctx) -> Api
             }
         };
         for o in &initial_items {
-            if w.filter.matches(&o.value) && !w.send("ADDED", view_value(&w.target.info, o), None).await {
+            if w.filter.matches(&o.value)
+                && !w.send("ADDED", view_value(&w.target.info, o), None).await
+            {
                 return;
             }
         }
@@ -172,7 +184,8 @@ pub async fn watch(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &Ctx) -> Api
                 return;
             }
         }
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         loop {
             tokio::select! {
                 r = live.recv() => match r {
@@ -201,7 +214,9 @@ pub async fn watch(api: &Arc<Api>, reg: &Registry, t: &Target, ctx: &Ctx) -> Api
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     use futures::StreamExt;
-    let body = BodyExt::boxed(StreamBody::new(stream.map(|b| Ok::<_, std::io::Error>(Frame::data(b)))));
+    let body = BodyExt::boxed(StreamBody::new(
+        stream.map(|b| Ok::<_, std::io::Error>(Frame::data(b))),
+    ));
     // Watch streams are typed application/json even for Tables, as upstream.
     let ct = "application/json";
     Ok(Response::builder()

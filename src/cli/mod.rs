@@ -27,10 +27,20 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
     /// Config file (YAML; keys are long flag names).
-    #[arg(long, short = 'c', env = "SKIFF_CONFIG_FILE", default_value = "/etc/skiff/config.yaml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "SKIFF_CONFIG_FILE",
+        default_value = "/etc/skiff/config.yaml"
+    )]
     pub config: PathBuf,
     /// Folder for state.
-    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    #[arg(
+        long,
+        short = 'd',
+        env = "SKIFF_DATA_DIR",
+        default_value = "/var/lib/skiff"
+    )]
     pub data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "SKIFF_BIND_ADDRESS", default_value = "0.0.0.0")]
@@ -45,7 +55,12 @@ pub struct ServerArgs {
     #[arg(long, env = "SKIFF_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
     /// Where to write the admin kubeconfig.
-    #[arg(long, short = 'o', env = "SKIFF_KUBECONFIG_OUTPUT", default_value = "/etc/skiff/skiff.yaml")]
+    #[arg(
+        long,
+        short = 'o',
+        env = "SKIFF_KUBECONFIG_OUTPUT",
+        default_value = "/etc/skiff/skiff.yaml"
+    )]
     pub write_kubeconfig: PathBuf,
     /// File mode of the admin kubeconfig, octal.
     #[arg(long, env = "SKIFF_KUBECONFIG_MODE", default_value = "0600")]
@@ -181,7 +196,9 @@ fn init_logging(debug: bool, format: &str) {
     use tracing_subscriber::EnvFilter;
     let default = if debug { "skiff=debug,info" } else { "info" };
     let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

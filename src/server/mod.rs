@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-
 use crate::api::{self, Api};
 use crate::cli::ServerArgs;
 use crate::pki;
@@ -84,15 +83,24 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     sans.retain(|s| seen.insert(s.clone()));
     let pki = pki::ensure(&server_dir.join("tls"), &sans)?;
-    let token = pki::ensure_token(&server_dir.join("token"), &pki.ca_pem, args.token.as_deref())?;
+    let token = pki::ensure_token(
+        &server_dir.join("token"),
+        &pki.ca_pem,
+        args.token.as_deref(),
+    )?;
     let secret = pki::token_secret(&token).unwrap_or("").to_string();
 
-    let db_path = match args.datastore_endpoint.as_deref().and_then(|e| e.strip_prefix("sqlite://")) {
+    let db_path = match args
+        .datastore_endpoint
+        .as_deref()
+        .and_then(|e| e.strip_prefix("sqlite://"))
+    {
         Some(p) => std::path::PathBuf::from(p),
         None => server_dir.join("db").join("state.db"),
     };
     let backend: Arc<dyn Backend> = Arc::new(
-        store::sqlite::open(&db_path).map_err(|e| anyhow::anyhow!("opening {}: {e}", db_path.display()))?,
+        store::sqlite::open(&db_path)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", db_path.display()))?,
     );
     let cache = api::cache::Cache::open(backend.clone())
         .await
@@ -113,7 +121,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let acceptor = api::http::tls_acceptor(&pki.ca_pem, &pki.serving_cert_pem, &pki.serving_key_pem)?;
+    let acceptor =
+        api::http::tls_acceptor(&pki.ca_pem, &pki.serving_cert_pem, &pki.serving_key_pem)?;
 
     let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
         .with_context(|| format!("--write-kubeconfig-mode {:?}", args.write_kubeconfig_mode))?;
@@ -131,9 +140,15 @@ async fn serve(args: ServerArgs) -> Result<()> {
 
     tokio::spawn(api::crd::run(api.clone()));
     tokio::spawn(api::lifecycle::run(api.clone()));
-    tokio::spawn(compaction(backend.clone(), cache.clone(), args.compaction_interval));
+    tokio::spawn(compaction(
+        backend.clone(),
+        cache.clone(),
+        args.compaction_interval,
+    ));
     if !args.disable_agent {
-        tracing::warn!("the node agent is not part of this build yet; running the control plane only");
+        tracing::warn!(
+            "the node agent is not part of this build yet; running the control plane only"
+        );
     }
     tracing::info!(
         "skiff server {} ready on https://{addr} in {} ms (kubeconfig {})",
@@ -179,4 +194,3 @@ async fn compaction(backend: Arc<dyn Backend>, cache: Arc<api::cache::Cache>, in
         previous = cache.revision();
     }
 }
-
