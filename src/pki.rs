@@ -3,7 +3,7 @@
 //! `<data-dir>/server/tls`, reused afterwards.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use rcgen::{
@@ -13,7 +13,6 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 
 pub struct Pki {
-    pub dir: PathBuf,
     pub ca_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
@@ -120,7 +119,6 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki> {
     }
 
     Ok(Pki {
-        dir: dir.to_path_buf(),
         ca_pem,
         serving_cert_pem: std::fs::read_to_string(&serving_cert_path)?,
         serving_key_pem: std::fs::read_to_string(&serving_key_path)?,

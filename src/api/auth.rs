@@ -83,16 +83,43 @@ pub struct Attributes {
 
 /// Today: cluster admins (system:masters) and joined nodes may do
 /// everything; RBAC evaluation plugs in here.
-pub fn authorize(user: &User, _attrs: &Attributes) -> Result<(), String> {
+pub fn authorize(user: &User, attrs: &Attributes) -> Result<(), String> {
     if user
         .groups
         .iter()
         .any(|g| g == "system:masters" || g == "system:nodes")
     {
-        Ok(())
-    } else {
-        Err(format!("User \"{}\" cannot do that", user.name))
+        return Ok(());
     }
+    // Upstream's wording for a denied request.
+    Err(if !attrs.path.is_empty() {
+        format!(
+            "User \"{}\" cannot {} path \"{}\"",
+            user.name,
+            attrs.verb.to_lowercase(),
+            attrs.path
+        )
+    } else {
+        let res = if attrs.subresource.is_empty() {
+            attrs.resource.clone()
+        } else {
+            format!("{}/{}", attrs.resource, attrs.subresource)
+        };
+        let named = if attrs.name.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", attrs.name)
+        };
+        let scope = if attrs.namespace.is_empty() {
+            " at the cluster scope".to_string()
+        } else {
+            format!(" in the namespace \"{}\"", attrs.namespace)
+        };
+        format!(
+            "User \"{}\" cannot {} resource \"{}\"{} in API group \"{}\"{}",
+            user.name, attrs.verb, res, named, attrs.group, scope
+        )
+    })
 }
 
 /// Paths anonymous callers may read (health and version), as upstream's

@@ -79,6 +79,12 @@ impl Cache {
             let obj = materialize(&kv.key, &kv.value, kv.mod_revision);
             objects.insert(kv.key.clone(), Arc::new(obj));
         }
+        tracing::debug!(
+            revision = snap.revision,
+            compacted = snap.compacted,
+            objects = objects.len(),
+            "store loaded"
+        );
         let (applied, _) = watch::channel(snap.revision);
         let (events, _) = broadcast::channel(65_536);
         let cache = Arc::new(Cache {
@@ -188,16 +194,6 @@ impl Cache {
             .map(|(_, v)| v.clone())
             .collect();
         (items, inner.revision)
-    }
-
-    /// Calls `f` on each object under `prefix` without collecting.
-    pub fn count(&self, prefix: &str) -> usize {
-        let inner = self.inner.read().unwrap();
-        inner
-            .objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .count()
     }
 
     /// Events after `from` (exclusive) followed by a live subscription, with

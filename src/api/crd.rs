@@ -138,7 +138,6 @@ fn add_crd(reg: &mut Registry, crd: &Value) {
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default(),
-                status,
                 scale,
             },
         );

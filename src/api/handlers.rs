@@ -570,16 +570,15 @@ pub async fn create_object(
             .and_then(Value::as_str)
             .unwrap_or("")
             .is_empty();
-        if name_empty {
-            if let Some(g) = m.get("generateName").and_then(Value::as_str)
-                && !g.is_empty()
-            {
-                let base: String = g.chars().take(58).collect();
-                m.insert(
-                    "name".into(),
-                    json!(format!("{base}{}", objects::random_suffix())),
-                );
-            }
+        if name_empty
+            && let Some(g) = m.get("generateName").and_then(Value::as_str)
+            && !g.is_empty()
+        {
+            let base: String = g.chars().take(58).collect();
+            m.insert(
+                "name".into(),
+                json!(format!("{base}{}", objects::random_suffix())),
+            );
         }
         if info.namespaced {
             let ns = namespace.unwrap_or("default");
@@ -606,10 +605,10 @@ pub async fn create_object(
             m.remove("generation");
         }
     }
-    if info.subresource("status").is_some() {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("status");
-        }
+    if info.subresource("status").is_some()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("status");
     }
     objects::apply_defaults(info, &mut v);
     let schema = crd_schema(api, info);

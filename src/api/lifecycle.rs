@@ -263,7 +263,7 @@ async fn collect_garbage(api: &Arc<Api>) {
         for r in &refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
             match live_uids.get(uid) {
-                None => delete_me = delete_me || true,
+                None => delete_me = true,
                 Some((_, owner)) => {
                     all_owners_gone = false;
                     let f = finalizers(&owner.value);

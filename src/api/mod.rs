@@ -141,11 +141,9 @@ impl Shape {
 
 pub struct Ctx {
     pub user: User,
-    pub method: Method,
     pub query: Query,
     pub shape: Shape,
     pub content_type: String,
-    pub yaml_out: bool,
     pub body: Bytes,
     pub warnings: Vec<String>,
 }
@@ -265,14 +263,11 @@ impl Api {
             .unwrap_or("")
             .to_string();
         let body = read_body(req).await?;
-        let yaml_out = accept.starts_with("application/yaml");
         let mut ctx = Ctx {
             user,
-            method,
             query,
             shape: Shape::from_accept(&accept),
             content_type,
-            yaml_out,
             body,
             warnings: Vec::new(),
         };

@@ -133,14 +133,14 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause>) 
                                 let s = val.as_str().unwrap_or("");
                                 if !is_label_value(s) {
                                     causes.push(Cause::invalid(
-                                        format!("metadata.labels"),
+                                        "metadata.labels".to_string(),
                                         val,
                                         "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
                                     ));
                                 }
                             } else if !val.is_string() {
                                 causes.push(Cause::invalid(
-                                    format!("metadata.annotations"),
+                                    "metadata.annotations".to_string(),
                                     val,
                                     "must be a string",
                                 ));

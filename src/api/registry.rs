@@ -108,7 +108,6 @@ impl ResourceInfo {
 pub struct CrdVersion {
     pub schema: Option<serde_json::Value>,
     pub printer_columns: Vec<serde_json::Value>,
-    pub status: bool,
     /// (specReplicasPath, statusReplicasPath, labelSelectorPath)
     pub scale: Option<(String, String, Option<String>)>,
 }
@@ -141,18 +140,6 @@ impl Registry {
         self.resources
             .iter()
             .find(|r| r.group == group && r.version == version && r.resource == resource)
-            .cloned()
-    }
-
-    pub fn find_kind(
-        &self,
-        group: &str,
-        version: &str,
-        kind: &str,
-    ) -> Option<std::sync::Arc<ResourceInfo>> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
             .cloned()
     }
 

@@ -921,6 +921,7 @@ impl FieldSelector {
     }
 
     /// Whether `obj` is selected; the kind is taken from `obj.kind`.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn matches(&self, obj: &Value) -> bool {
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         self.matches_kind(kind, obj)

@@ -63,6 +63,7 @@ pub struct SqliteBackend {
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReadPool>,
     events: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
 }
 
@@ -141,6 +142,7 @@ impl SqliteBackend {
 
     /// Number of transactions the writer has committed (one per group-committed
     /// batch of writes, plus one per effective compaction).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
