@@ -575,3 +575,66 @@ fn delete_cascades_and_namespace_empties() {
     let left = s.kubectl_ok(&["get", "cm", "-n", "gone", "-o", "name"]);
     assert_eq!(left.trim(), "");
 }
+
+#[test]
+fn defaults_generate_name_and_shared_storage_versions() {
+    let s = Server::start();
+    s.kubectl_ok(&["run", "p1", "--image=busybox", "--", "sleep", "100"]);
+    let pod: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "pod", "p1", "-o", "json"])).unwrap();
+    assert_eq!(pod["spec"]["restartPolicy"], "Always");
+    assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirst");
+    assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(pod["status"]["phase"], "Pending");
+    assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    let tagged = s.kubectl_stdin_ok(
+        &["create", "-f", "-", "-o", "jsonpath={.metadata.name} {.spec.containers[0].imagePullPolicy} {.status.qosClass}"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  generateName: gen-\nspec:\n  containers:\n  - name: c\n    image: registry.local/app:1.2\n    resources:\n      limits: {cpu: 100m, memory: 64Mi}\n",
+    );
+    let parts: Vec<&str> = tagged.split(' ').collect();
+    assert!(
+        parts[0].starts_with("gen-") && parts[0].len() == 9,
+        "{tagged}"
+    );
+    assert_eq!(&parts[1..], ["IfNotPresent", "Guaranteed"]);
+
+    // One Event store, two API versions.
+    s.kubectl_stdin_ok(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: ev1\ninvolvedObject:\n  kind: Pod\n  name: p1\n  namespace: default\nreason: Tested\nmessage: hello from core\ntype: Normal\n",
+    );
+    let ev: serde_json::Value = serde_json::from_str(&s.kubectl_ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "ev1",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(ev["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(ev["note"], "hello from core");
+    assert_eq!(ev["regarding"]["name"], "p1");
+    let events = s.kubectl_ok(&["get", "events"]);
+    assert!(
+        events.contains("Tested") && events.contains("pod/p1"),
+        "{events}"
+    );
+
+    // One HPA store, autoscaling v2 and v1 views.
+    s.kubectl_ok(&["create", "deployment", "d2", "--image=registry.local/d:1"]);
+    s.kubectl_ok(&["autoscale", "deploy", "d2", "--max=5", "--cpu-percent=50"]);
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "d2",
+            "-o",
+            "jsonpath={.spec.targetCPUUtilizationPercentage}"
+        ]),
+        "50"
+    );
+    let hpa = s.kubectl_ok(&["get", "hpa", "d2"]);
+    assert!(hpa.contains("cpu: <unknown>/50%"), "{hpa}");
+}

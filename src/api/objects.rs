@@ -333,7 +333,22 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
                 default_pod_spec(spec);
+                if let Some(s) = spec.as_object_mut() {
+                    // What upstream's admission chain adds to a new pod.
+                    set_default(s, "serviceAccountName", json!("default"));
+                    if let Some(sa) = s.get("serviceAccountName").cloned() {
+                        s.insert("serviceAccount".into(), sa);
+                    }
+                    set_default(s, "enableServiceLinks", json!(true));
+                    set_default(s, "priority", json!(0));
+                    set_default(s, "preemptionPolicy", json!("PreemptLowerPriority"));
+                    default_tolerations(s);
+                }
             }
+            let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+            let status = ensure_obj(obj, "status");
+            set_default(status, "phase", json!("Pending"));
+            set_default(status, "qosClass", json!(qos));
         }
         ("apps", "Deployment") => {
             let spec = ensure_obj(obj, "spec");
@@ -632,4 +647,56 @@ pub fn tracks_generation(info: &ResourceInfo, is_crd: bool) -> bool {
         .and_then(|r| defs.get(r))
         .and_then(|d| d.pointer("/properties/observedGeneration"))
         .is_some()
+}
+
+/// DefaultTolerationSeconds admission: tolerate not-ready and unreachable
+/// nodes for 300 s unless the pod says otherwise.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let present = list.iter().any(|t| {
+            t.get("key").and_then(Value::as_str) == Some(key)
+                || (t.get("operator").and_then(Value::as_str) == Some("Exists")
+                    && t.get("key").is_none())
+        });
+        if !present {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits, with
+/// requests defaulted from limits as upstream does.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| spec.get(*f).and_then(Value::as_array))
+        .flatten();
+    for c in containers {
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        if limits.is_some_and(|l| !l.is_empty()) || requests.is_some_and(|r| !r.is_empty()) {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = limits.and_then(|l| l.get(r));
+            let q = requests.and_then(|q| q.get(r)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
 }
