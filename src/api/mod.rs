@@ -13,6 +13,7 @@ pub mod fieldcheck;
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
+pub mod local;
 pub mod objects;
 pub mod openapi;
 pub mod protobuf;
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use self::auth::{Attributes, User};
@@ -182,7 +183,13 @@ impl Api {
             .unwrap()
     }
 
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, user: User) -> Response<Body> {
+    /// Serves one request from an authenticated user. Generic over the body
+    /// so the HTTPS listener and the in-process transport share it.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, user: User) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let path = req.uri().path().to_string();
         if user.is_anonymous() && !auth::is_public(&path) {
             return self.error_response(&ApiError::unauthorized());
@@ -193,12 +200,16 @@ impl Api {
         }
     }
 
-    async fn handle_inner(
+    async fn handle_inner<B>(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         user: User,
         path: &str,
-    ) -> ApiResult<Response<Body>> {
+    ) -> ApiResult<Response<Body>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let method = req.method().clone();
         let accept = req
             .headers()
@@ -275,7 +286,11 @@ impl Api {
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
+async fn read_body<B>(req: Request<B>) -> ApiResult<Bytes>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
     match limited.collect().await {

@@ -271,7 +271,7 @@ fn wait_ready(child: &mut Child, port: u16, kubeconfig: &Path) -> Result<(), Str
 
 /// GET /readyz over TLS, verifying the serving certificate against the CA in
 /// the kubeconfig. /readyz is public, so no client certificate is sent.
-fn readyz(port: u16, kubeconfig: &Path) -> Result<(), String> {
+pub fn readyz(port: u16, kubeconfig: &Path) -> Result<(), String> {
     use base64::Engine;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
