@@ -2,8 +2,11 @@
 
 mod api;
 mod cli;
+mod controllers;
 mod pki;
+mod scheduler;
 mod server;
+mod sim;
 mod store;
 
 use clap::Parser;

@@ -22,6 +22,21 @@ pub async fn dispatch(
     verb: &str,
     ctx: &mut Ctx,
 ) -> ApiResult<Response<Body>> {
+    if t.info.group.is_empty() && t.info.resource == "bindings" && verb == "create" {
+        // POST /namespaces/{ns}/bindings names the pod in the body.
+        let body = decode_object(ctx)?;
+        let pod = meta_str(&body, "name").unwrap_or("").to_string();
+        let pods = reg
+            .find("", "v1", "pods")
+            .ok_or_else(ApiError::not_found_path)?;
+        let target = Target {
+            info: pods,
+            namespace: t.namespace.clone(),
+            name: Some(pod),
+            subresource: Some("binding".into()),
+        };
+        return bind(api, &target, &body, dry_run(ctx)?).await;
+    }
     if !t.info.is_stored() {
         return match verb {
             "create" => review(api, t, ctx),
@@ -36,6 +51,11 @@ pub async fn dispatch(
             ("scale", "get") => scale_get(api, reg, t, ctx),
             ("scale", "update" | "patch") => scale_write(api, reg, t, ctx, verb).await,
             ("finalize", "update") => update(api, reg, t, ctx, Some("finalize")).await,
+            ("binding", "create") => {
+                let body = decode_object(ctx)?;
+                bind(api, t, &body, dry_run(ctx)?).await
+            }
+            ("eviction", "create") => evict(api, reg, t, ctx).await,
             _ => Err(ApiError::method_not_allowed()),
         };
     }
@@ -1629,4 +1649,216 @@ fn review(api: &Api, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
     }
     v["metadata"]["creationTimestamp"] = Value::Null;
     Ok(value_response(ctx, StatusCode::CREATED, &v))
+}
+
+// ---------------------------------------------------------------- pods
+
+/// `pods/binding`: assigns a pending pod to a node, once.
+async fn bind(api: &Api, t: &Target, binding: &Value, dry: bool) -> ApiResult<Response<Body>> {
+    let name = t.name.clone().unwrap_or_default();
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &name,
+            vec![Cause::required("target.name", "")],
+        ));
+    }
+    for _ in 0..8 {
+        let current = api
+            .cache
+            .get(&t.key())
+            .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
+        let v = &current.value;
+        if v.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(n) = v
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("pod {name} is already assigned to node \"{n}\""),
+            ));
+        }
+        let mut new = v.clone();
+        new["spec"]["nodeName"] = json!(node);
+        let now = objects::now_rfc3339();
+        let mut conds: Vec<Value> = new
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conds.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        if !new.get("status").is_some_and(Value::is_object) {
+            new["status"] = json!({});
+        }
+        new["status"]["conditions"] = Value::Array(conds);
+        if dry {
+            break;
+        }
+        match store_write(
+            api,
+            Op::Update {
+                key: t.key(),
+                value: to_stored(&new),
+                expected: Some(current.mod_revision),
+            },
+        )
+        .await
+        {
+            Ok(_) => break,
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(bytes_response(
+        StatusCode::CREATED,
+        "application/json",
+        serde_json::to_vec(&status).unwrap_or_default(),
+    ))
+}
+
+/// `pods/eviction`: a delete that respects PodDisruptionBudgets.
+async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
+    let name = t.name.clone().unwrap_or_default();
+    let eviction = decode_object(ctx)?;
+    let pod = api
+        .cache
+        .get(&t.key())
+        .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
+    let ns = t.namespace.clone().unwrap_or_default();
+    let labels = pod
+        .value
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object);
+    let terminal = matches!(
+        pod.value.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !terminal && pod.value.pointer("/metadata/deletionTimestamp").is_none() {
+        let (pdbs, _) = api.cache.list(
+            &format!("/registry/policy/poddisruptionbudgets/{ns}/"),
+            None,
+        );
+        for pdb in pdbs.iter() {
+            let sel = pdb
+                .value
+                .pointer("/spec/selector")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let Ok(ls) = selector::LabelSelector::from_label_selector_object(&sel) else {
+                continue;
+            };
+            if !ls.matches(labels) {
+                continue;
+            }
+            let pdb_name = meta_str(&pdb.value, "name").unwrap_or("").to_string();
+            let observed = pdb
+                .value
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let generation = pdb
+                .value
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            if observed < generation {
+                return Err(too_many(&format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {pdb_name} is still being processed by the server."
+                )));
+            }
+            let allowed = pdb
+                .value
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if allowed <= 0 {
+                let need = pdb
+                    .value
+                    .pointer("/status/desiredHealthy")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let have = pdb
+                    .value
+                    .pointer("/status/currentHealthy")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                return Err(too_many(&format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {pdb_name} needs {need} healthy pods and has {have} currently"
+                )));
+            }
+            // Spend one disruption so parallel evictions cannot overshoot.
+            let pdb_info = reg
+                .find("policy", "v1", "poddisruptionbudgets")
+                .ok_or_else(ApiError::not_found_path)?;
+            let pt = Target {
+                info: pdb_info,
+                namespace: Some(ns.clone()),
+                name: Some(pdb_name.clone()),
+                subresource: Some("status".into()),
+            };
+            let mut new = pdb.value.clone();
+            new["status"]["disruptionsAllowed"] = json!(allowed - 1);
+            let mut disrupted = new
+                .pointer("/status/disruptedPods")
+                .cloned()
+                .unwrap_or(json!({}));
+            disrupted[&name] = json!(objects::now_rfc3339());
+            new["status"]["disruptedPods"] = disrupted;
+            write_update(
+                api,
+                &pt,
+                pdb.clone(),
+                new,
+                Some(pdb.mod_revision.to_string()),
+                Some("status"),
+                false,
+            )
+            .await?;
+        }
+    }
+    let opts = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
+    let internal = DeleteOpts {
+        grace: opts.get("gracePeriodSeconds").and_then(Value::as_i64),
+        propagation: opts
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        uid: opts
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        rv: opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    let pod_target = Target {
+        subresource: None,
+        ..t.clone()
+    };
+    delete_object(api, &pod_target, &internal, dry_run(ctx)?).await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(value_response(ctx, StatusCode::CREATED, &status))
+}
+
+fn too_many(msg: &str) -> ApiError {
+    ApiError::new(429, "TooManyRequests", msg)
+        .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": msg}]}))
 }

@@ -80,6 +80,15 @@ pub struct ServerArgs {
     /// Log format: text or json.
     #[arg(long, env = "SKIFF_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Do not run the scheduler.
+    #[arg(long, env = "SKIFF_DISABLE_SCHEDULER")]
+    pub disable_scheduler: bool,
+    /// Do not run the controllers.
+    #[arg(long, env = "SKIFF_DISABLE_CONTROLLER_MANAGER")]
+    pub disable_controller_manager: bool,
+    /// Register this many simulated nodes (kubemark-style; testing and benchmarks).
+    #[arg(long, env = "SKIFF_SIMULATE_NODES", default_value_t = 0)]
+    pub simulate_nodes: usize,
     /// Seconds between store compactions (history older than one interval is dropped).
     #[arg(long, env = "SKIFF_COMPACTION_INTERVAL", default_value_t = 300)]
     pub compaction_interval: u64,
@@ -165,13 +174,19 @@ fn with_config_file(args: ServerArgs) -> Result<ServerArgs> {
         disable_agent,
         debug,
         log_format,
-        compaction_interval
+        compaction_interval,
+        disable_scheduler,
+        disable_controller_manager,
+        simulate_nodes
     );
     Ok(merged)
 }
 
 fn is_bool_flag(id: &str) -> bool {
-    matches!(id, "disable_agent" | "debug")
+    matches!(
+        id,
+        "disable_agent" | "debug" | "disable_scheduler" | "disable_controller_manager"
+    )
 }
 
 fn yaml_scalar(v: &serde_yaml::Value) -> Result<String> {

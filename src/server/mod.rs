@@ -145,6 +145,27 @@ async fn serve(args: ServerArgs) -> Result<()> {
         cache.clone(),
         args.compaction_interval,
     ));
+    // Control-plane components are API clients over the in-process transport.
+    // They act as cluster admins until RBAC arrives.
+    if !args.disable_scheduler {
+        let c = api::local::client(api.clone(), "system:kube-scheduler", &["system:masters"]);
+        tokio::spawn(crate::scheduler::run(c));
+    }
+    if !args.disable_controller_manager {
+        let c = api::local::client(
+            api.clone(),
+            "system:kube-controller-manager",
+            &["system:masters"],
+        );
+        tokio::spawn(crate::controllers::run(
+            c,
+            format!("{}_{}", hostname(), uuid::Uuid::new_v4()),
+        ));
+    }
+    if args.simulate_nodes > 0 {
+        let c = api::local::client(api.clone(), "system:node:simulated", &["system:nodes"]);
+        tokio::spawn(crate::sim::run(c, args.simulate_nodes));
+    }
     if !args.disable_agent {
         tracing::warn!(
             "the node agent is not part of this build yet; running the control plane only"
