@@ -28,6 +28,9 @@ struct Watcher {
     columns: Option<Vec<Value>>,
     sent_columns: bool,
     tx: mpsc::Sender<Bytes>,
+    prefix: String,
+    /// Stored objects are already in the requested version.
+    fast: bool,
 }
 
 impl Watcher {
@@ -70,9 +73,26 @@ impl Watcher {
         self.tx.send(b).await.is_ok()
     }
 
+    /// Sends an object as stored, splicing its cached serialization into
+    /// the event line when no conversion or Table is needed (the common
+    /// case: no per-watcher clone or re-serialization).
+    async fn send_obj(&mut self, kind: &str, o: &Arc<Obj>) -> bool {
+        if self.shape == Shape::Object && self.fast {
+            let mut line = Vec::with_capacity(o.bytes.len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(&super::handlers::view(&self.target.info, o));
+            line.extend_from_slice(b"}\n");
+            return self.tx.send(Bytes::from(line)).await.is_ok();
+        }
+        let v = view_value(&self.target.info, o);
+        self.send(kind, v, None).await
+    }
+
     /// Turns one store event into zero or one watch event for this watcher.
     async fn event(&mut self, ev: &CacheEvent) -> bool {
-        if !ev.key.starts_with(&self.target.prefix()) {
+        if !ev.key.starts_with(&self.prefix) {
             return true;
         }
         let info = self.target.info.clone();
@@ -82,9 +102,9 @@ impl Watcher {
             Some(o) => {
                 let now = self.filter.matches(&o.value);
                 match (prev_match, now) {
-                    (Some(true), true) => self.send("MODIFIED", view(o), None).await,
-                    (Some(true), false) => self.send("DELETED", view(o), None).await,
-                    (_, true) => self.send("ADDED", view(o), None).await,
+                    (Some(true), true) => self.send_obj("MODIFIED", o).await,
+                    (Some(true), false) => self.send_obj("DELETED", o).await,
+                    (_, true) => self.send_obj("ADDED", o).await,
                     _ => true,
                 }
             }
@@ -152,6 +172,8 @@ pub async fn watch(
         columns: crd_columns(reg, &t.info),
         sent_columns: false,
         tx,
+        prefix: t.prefix(),
+        fast: !super::convert::needs_conversion(&t.info),
     };
     let api2 = api.clone();
     tokio::spawn(async move {
@@ -165,9 +187,7 @@ pub async fn watch(
             }
         };
         for o in &initial_items {
-            if w.filter.matches(&o.value)
-                && !w.send("ADDED", view_value(&w.target.info, o), None).await
-            {
+            if w.filter.matches(&o.value) && !w.send_obj("ADDED", o).await {
                 return;
             }
         }
