@@ -1,5 +1,6 @@
 //! skiff: Kubernetes as one executable.
 
+mod agent;
 mod api;
 mod cli;
 mod controllers;

@@ -61,7 +61,7 @@ async fn initial_events_end_with_a_bookmark() {
     let c = client(&s).await;
     let evs = events(
         &c,
-        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=5",
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=5&fieldSelector=metadata.name%21%3Dkube-root-ca.crt",
         3,
         async {},
     )
@@ -76,10 +76,7 @@ async fn initial_events_end_with_a_bookmark() {
 #[tokio::test]
 async fn selector_transitions_are_added_and_deleted() {
     let s = Server::start();
-    let rv = {
-        let out = s.kubectl_ok(&["get", "cm", "-o", "jsonpath={.metadata.resourceVersion}"]);
-        out
-    };
+    let rv = s.kubectl_ok(&["get", "cm", "-o", "jsonpath={.metadata.resourceVersion}"]);
     let c = client(&s).await;
     let path = format!(
         "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=team%3Dblue&resourceVersion={rv}&timeoutSeconds=5"

@@ -48,7 +48,7 @@ pub struct Cache {
 
 /// Memory bound for the in-memory event window; older events are read from
 /// the store's history.
-const HISTORY_LIMIT: usize = 20_000;
+const HISTORY_LIMIT: usize = 5_000;
 
 /// Parses stored bytes and stamps the revision as resourceVersion.
 pub fn materialize(key: &str, raw: &[u8], mod_revision: Revision) -> Obj {

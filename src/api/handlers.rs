@@ -1755,82 +1755,95 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
             &format!("/registry/policy/poddisruptionbudgets/{ns}/"),
             None,
         );
-        for pdb in pdbs.iter() {
-            let sel = pdb
-                .value
-                .pointer("/spec/selector")
-                .cloned()
-                .unwrap_or(Value::Null);
-            let Ok(ls) = selector::LabelSelector::from_label_selector_object(&sel) else {
-                continue;
-            };
-            if !ls.matches(labels) {
-                continue;
-            }
-            let pdb_name = meta_str(&pdb.value, "name").unwrap_or("").to_string();
-            let observed = pdb
-                .value
-                .pointer("/status/observedGeneration")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let generation = pdb
-                .value
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            if observed < generation {
-                return Err(too_many(&format!(
-                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {pdb_name} is still being processed by the server."
-                )));
-            }
-            let allowed = pdb
-                .value
-                .pointer("/status/disruptionsAllowed")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if allowed <= 0 {
-                let need = pdb
+        for listed in pdbs.iter() {
+            // Budgets are shared by concurrent evictions: on a write conflict,
+            // re-read the budget and decide again, as upstream retries.
+            for attempt in 0..8 {
+                let Some(pdb) = api.cache.get(&listed.key) else {
+                    break;
+                };
+                let pdb = &pdb;
+                let sel = pdb
                     .value
-                    .pointer("/status/desiredHealthy")
+                    .pointer("/spec/selector")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let Ok(ls) = selector::LabelSelector::from_label_selector_object(&sel) else {
+                    break;
+                };
+                if !ls.matches(labels) {
+                    break;
+                }
+                let pdb_name = meta_str(&pdb.value, "name").unwrap_or("").to_string();
+                let observed = pdb
+                    .value
+                    .pointer("/status/observedGeneration")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
-                let have = pdb
+                let generation = pdb
                     .value
-                    .pointer("/status/currentHealthy")
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                if observed < generation {
+                    return Err(too_many(&format!(
+                        "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {pdb_name} is still being processed by the server."
+                    )));
+                }
+                let allowed = pdb
+                    .value
+                    .pointer("/status/disruptionsAllowed")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
-                return Err(too_many(&format!(
-                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {pdb_name} needs {need} healthy pods and has {have} currently"
-                )));
+                if allowed <= 0 {
+                    let need = pdb
+                        .value
+                        .pointer("/status/desiredHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    let have = pdb
+                        .value
+                        .pointer("/status/currentHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    return Err(too_many(&format!(
+                        "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {pdb_name} needs {need} healthy pods and has {have} currently"
+                    )));
+                }
+                // Spend one disruption so parallel evictions cannot overshoot.
+                let pdb_info = reg
+                    .find("policy", "v1", "poddisruptionbudgets")
+                    .ok_or_else(ApiError::not_found_path)?;
+                let pt = Target {
+                    info: pdb_info,
+                    namespace: Some(ns.clone()),
+                    name: Some(pdb_name.clone()),
+                    subresource: Some("status".into()),
+                };
+                let mut new = pdb.value.clone();
+                new["status"]["disruptionsAllowed"] = json!(allowed - 1);
+                let mut disrupted = new
+                    .pointer("/status/disruptedPods")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                disrupted[&name] = json!(objects::now_rfc3339());
+                new["status"]["disruptedPods"] = disrupted;
+                match write_update(
+                    api,
+                    &pt,
+                    pdb.clone(),
+                    new,
+                    Some(pdb.mod_revision.to_string()),
+                    Some("status"),
+                    false,
+                )
+                .await
+                {
+                    Ok(_) => break,
+                    Err(e) if e.reason == "Conflict" && attempt < 7 => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            // Spend one disruption so parallel evictions cannot overshoot.
-            let pdb_info = reg
-                .find("policy", "v1", "poddisruptionbudgets")
-                .ok_or_else(ApiError::not_found_path)?;
-            let pt = Target {
-                info: pdb_info,
-                namespace: Some(ns.clone()),
-                name: Some(pdb_name.clone()),
-                subresource: Some("status".into()),
-            };
-            let mut new = pdb.value.clone();
-            new["status"]["disruptionsAllowed"] = json!(allowed - 1);
-            let mut disrupted = new
-                .pointer("/status/disruptedPods")
-                .cloned()
-                .unwrap_or(json!({}));
-            disrupted[&name] = json!(objects::now_rfc3339());
-            new["status"]["disruptedPods"] = disrupted;
-            write_update(
-                api,
-                &pt,
-                pdb.clone(),
-                new,
-                Some(pdb.mod_revision.to_string()),
-                Some("status"),
-                false,
-            )
-            .await?;
         }
     }
     let opts = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));

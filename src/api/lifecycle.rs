@@ -112,7 +112,13 @@ pub async fn run(api: Arc<Api>) {
         }
         if work {
             finalize_namespaces(&api).await;
-            collect_garbage(&api).await;
+            // GC steps enable each other (orphaning strips references, which
+            // then lets the owner's finalizer go): repeat while it acts.
+            for _ in 0..16 {
+                if !collect_garbage(&api).await {
+                    break;
+                }
+            }
         }
     }
 }
@@ -210,7 +216,8 @@ async fn finalize_namespaces(api: &Arc<Api>) {
 /// Deletes dependents whose owners are gone (Background), deletes the
 /// dependents of owners in foreground deletion and then releases them, and
 /// strips owner references for orphaning deletes.
-async fn collect_garbage(api: &Arc<Api>) {
+async fn collect_garbage(api: &Arc<Api>) -> bool {
+    let mut acted = false;
     let reg = api.registry();
     let mut all = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -285,7 +292,7 @@ async fn collect_garbage(api: &Arc<Api>) {
                                 uid: None,
                                 rv: None,
                             };
-                            let _ = handlers::delete_object(api, &t, &opts, false).await;
+                            acted |= handlers::delete_object(api, &t, &opts, false).await.is_ok();
                         }
                     }
                 }
@@ -317,7 +324,9 @@ async fn collect_garbage(api: &Arc<Api>) {
             {
                 m.remove("ownerReferences");
             }
-            let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
+            acted |= handlers::write_update(api, &t, o.clone(), new, None, None, false)
+                .await
+                .is_ok();
         } else if delete_me
             && all_owners_gone
             && o.value.pointer("/metadata/deletionTimestamp").is_none()
@@ -328,7 +337,7 @@ async fn collect_garbage(api: &Arc<Api>) {
                 uid: None,
                 rv: None,
             };
-            let _ = handlers::delete_object(api, &t, &opts, false).await;
+            acted |= handlers::delete_object(api, &t, &opts, false).await.is_ok();
         }
     }
     // Release owners whose orphaning or foreground work is done.
@@ -374,7 +383,10 @@ async fn collect_garbage(api: &Arc<Api>) {
             } else {
                 new["metadata"]["finalizers"] = json!(new_f);
             }
-            let _ = handlers::write_update(api, &t, o.clone(), new, None, None, false).await;
+            acted |= handlers::write_update(api, &t, o.clone(), new, None, None, false)
+                .await
+                .is_ok();
         }
     }
+    acted
 }

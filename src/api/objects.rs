@@ -395,6 +395,7 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
             default_template(spec);
         }
         ("batch", "Job") => {
+            generate_job_selector(obj);
             let spec = ensure_obj(obj, "spec");
             set_default(spec, "parallelism", json!(1));
             set_default(spec, "completions", json!(1));
@@ -533,6 +534,35 @@ pub fn default_pull_policy(image: &str) -> &'static str {
         Some((_, "latest")) | None => "Always",
         Some(_) => "IfNotPresent",
     }
+}
+
+/// Upstream's Job strategy `generateSelector`: unless `spec.manualSelector`
+/// is true, a Job's pods carry its name and uid as labels and the Job
+/// selects them by uid (the uid is known only here, at create).
+fn generate_job_selector(obj: &mut Value) {
+    let name = meta_str(obj, "name").unwrap_or("").to_string();
+    let uid = meta_str(obj, "uid").unwrap_or("").to_string();
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if uid.is_empty() || spec.get("manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    set_default(spec, "manualSelector", json!(false));
+    let labels = ensure_obj_in(
+        ensure_obj_in(ensure_obj_in(spec, "template"), "metadata"),
+        "labels",
+    );
+    for k in ["batch.kubernetes.io/job-name", "job-name"] {
+        labels.entry(k).or_insert_with(|| json!(name));
+    }
+    for k in ["batch.kubernetes.io/controller-uid", "controller-uid"] {
+        labels.entry(k).or_insert_with(|| json!(uid));
+    }
+    let selector = ensure_obj_in(ensure_obj_in(spec, "selector"), "matchLabels");
+    selector
+        .entry("batch.kubernetes.io/controller-uid")
+        .or_insert_with(|| json!(uid));
 }
 
 fn ensure_obj<'a>(obj: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {

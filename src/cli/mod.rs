@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane: API server and datastore.
     Server(ServerArgs),
+    /// Manage the node's images: list, pull, import, remove, inspect, gc.
+    Images(crate::agent::images::cli::ImagesArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -92,6 +94,10 @@ pub struct ServerArgs {
     /// Seconds between store compactions (history older than one interval is dropped).
     #[arg(long, env = "SKIFF_COMPACTION_INTERVAL", default_value_t = 300)]
     pub compaction_interval: u64,
+    /// Customized flag for the controllers, KEY=VALUE with upstream
+    /// kube-controller-manager flag names (repeatable), as in k3s.
+    #[arg(long = "kube-controller-manager-arg", value_name = "KEY=VALUE")]
+    pub kube_controller_manager_arg: Vec<String>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -101,6 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
             init_logging(args.debug, &args.log_format);
             crate::server::run(args)
         }
+        Command::Images(args) => crate::agent::images::cli::run(args),
     }
 }
 
@@ -177,7 +184,8 @@ fn with_config_file(args: ServerArgs) -> Result<ServerArgs> {
         compaction_interval,
         disable_scheduler,
         disable_controller_manager,
-        simulate_nodes
+        simulate_nodes,
+        kube_controller_manager_arg
     );
     Ok(merged)
 }

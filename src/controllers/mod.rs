@@ -10,12 +10,106 @@ pub mod endpoints;
 pub mod job;
 pub mod leader;
 pub mod nodelifecycle;
+pub mod podcontrol;
 pub mod podgc;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod serviceaccount;
 pub mod statefulset;
+mod workloads;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use kube::Client;
+
+/// `--kube-controller-manager-arg KEY=VALUE` settings, set once by the
+/// server before the controllers start (flag names as upstream's, without
+/// the leading dashes).
+static ARGS: OnceLock<HashMap<String, String>> = OnceLock::new();
+/// The cluster CA certificate (PEM), published as `kube-root-ca.crt`.
+static CA_PEM: OnceLock<String> = OnceLock::new();
+
+/// Records the controller-manager arguments (`KEY=VALUE` or `--KEY=VALUE`);
+/// entries without `=` are flags set to "true". Later entries win.
+pub fn set_args(args: &[String]) {
+    let map = args
+        .iter()
+        .map(|a| {
+            let a = a.trim_start_matches('-');
+            match a.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (a.to_string(), "true".to_string()),
+            }
+        })
+        .collect();
+    let _ = ARGS.set(map);
+}
+
+/// The value of a controller-manager argument, if given.
+pub fn arg(key: &str) -> Option<&'static str> {
+    ARGS.get()?.get(key).map(String::as_str)
+}
+
+/// A duration argument in Go's notation (`40s`, `1m30s`, `500ms`); the
+/// default when absent or unparsable.
+pub fn arg_duration(key: &str, default: Duration) -> Duration {
+    match arg(key).and_then(parse_go_duration) {
+        Some(d) => d,
+        None => {
+            if let Some(v) = arg(key) {
+                tracing::warn!("ignoring --{key}={v}: not a duration");
+            }
+            default
+        }
+    }
+}
+
+/// Parses Go's `time.ParseDuration` format (units h, m, s, ms, us, ns).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// Records the cluster CA (PEM) for the root-CA publisher.
+pub fn set_ca_pem(pem: String) {
+    let _ = CA_PEM.set(pem);
+}
+
+/// The cluster CA (PEM), when the server provided it.
+pub fn ca_pem() -> Option<&'static str> {
+    CA_PEM.get().map(String::as_str)
+}
 
 /// Starts every controller; returns when the process shuts down.
 pub async fn run(client: Client, identity: String) {

@@ -152,15 +152,21 @@ async fn serve(args: ServerArgs) -> Result<()> {
         tokio::spawn(crate::scheduler::run(c));
     }
     if !args.disable_controller_manager {
+        crate::controllers::set_args(&args.kube_controller_manager_arg);
+        crate::controllers::set_ca_pem(pki.ca_pem.clone());
         let c = api::local::client(
             api.clone(),
             "system:kube-controller-manager",
             &["system:masters"],
         );
-        tokio::spawn(crate::controllers::run(
-            c,
-            format!("{}_{}", hostname(), uuid::Uuid::new_v4()),
-        ));
+        tokio::spawn(crate::controllers::run(c, {
+            // Stable per host and data dir: a restarted server takes its own
+            // lease back at once instead of waiting for it to expire.
+            use sha2::Digest;
+            let dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
+            let h = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+            format!("{}_{}", hostname(), &hex::encode(h)[..12])
+        }));
     }
     if args.simulate_nodes > 0 {
         let c = api::local::client(api.clone(), "system:node:simulated", &["system:nodes"]);

@@ -83,15 +83,28 @@ async fn renew_leases(client: Client, count: usize) {
     loop {
         for i in 0..count {
             let name = format!("{PREFIX}{i}");
-            let stopped = nodes
-                .get_opt(&name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|n| n.metadata.annotations)
+            let node = nodes.get_opt(&name).await.ok().flatten();
+            let stopped = node
+                .as_ref()
+                .and_then(|n| n.metadata.annotations.as_ref())
                 .is_some_and(|a| a.get("sim.skiff.io/stopped").map(String::as_str) == Some("true"));
             if stopped {
                 continue;
+            }
+            // Like a kubelet that is back, post Ready again when the node
+            // controller marked the node Unknown meanwhile.
+            let ready = node
+                .as_ref()
+                .and_then(|n| n.status.as_ref()?.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if node.is_some() && !ready {
+                let _ = nodes
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Strategic(json!({"status": {"conditions": conditions()}})),
+                    )
+                    .await;
             }
             let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
