@@ -18,6 +18,8 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// PKCS#8 DER of the ECDSA P-256 key that signs service-account tokens.
+    pub service_account_key: Vec<u8>,
 }
 
 const TEN_YEARS_DAYS: i64 = 3650;
@@ -118,7 +120,17 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki> {
         std::fs::write(&admin_cert_path, cert)?;
     }
 
+    let sa_key_path = dir.join("service-account.key");
+    if !sa_key_path.exists() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        write_private(&sa_key_path, &key.serialize_pem())?;
+    }
+    let service_account_key = KeyPair::from_pem(&std::fs::read_to_string(&sa_key_path)?)
+        .context("parsing service-account key")?
+        .serialize_der();
+
     Ok(Pki {
+        service_account_key,
         ca_pem,
         serving_cert_pem: std::fs::read_to_string(&serving_cert_path)?,
         serving_key_pem: std::fs::read_to_string(&serving_key_path)?,

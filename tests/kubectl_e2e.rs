@@ -638,3 +638,47 @@ fn defaults_generate_name_and_shared_storage_versions() {
     let hpa = s.kubectl_ok(&["get", "hpa", "d2"]);
     assert!(hpa.contains("cpu: <unknown>/50%"), "{hpa}");
 }
+
+#[test]
+fn service_account_tokens_authenticate_until_revoked() {
+    let s = Server::start();
+    // The service-account controller creates `default`; wait for it.
+    let mut ok = false;
+    for _ in 0..100 {
+        if s.kubectl(&["get", "sa", "default"]).status.success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ok, "no default service account");
+    let token = s.kubectl_ok(&["create", "token", "default"]);
+    let token = token.trim();
+    assert_eq!(token.matches('.').count(), 2, "not a JWT: {token}");
+    let who = s.kubectl_ok(&["--token", token, "auth", "whoami"]);
+    assert!(
+        who.contains("system:serviceaccount:default:default"),
+        "{who}"
+    );
+    assert!(who.contains("system:serviceaccounts:default"), "{who}");
+    // Authenticated, but not authorized beyond self-review without RBAC grants.
+    let denied = s.kubectl(&["--token", token, "get", "pods"]);
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\""), "{err}");
+    // A tampered token is refused.
+    let mut forged = token.to_string();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let out = s.kubectl(&["--token", &forged, "auth", "whoami"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"));
+    // Too short a lifetime is invalid, as upstream.
+    let short = s.kubectl(&["create", "token", "default", "--duration=5m"]);
+    assert!(
+        String::from_utf8_lossy(&short.stderr)
+            .contains("may not specify a duration less than 10 minutes")
+    );
+    // Deleting the account revokes its tokens.
+    s.kubectl_ok(&["delete", "sa", "default"]);
+    let out = s.kubectl(&["--token", token, "auth", "whoami"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"));
+}

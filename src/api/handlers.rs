@@ -56,6 +56,7 @@ pub async fn dispatch(
                 bind(api, t, &body, dry_run(ctx)?).await
             }
             ("eviction", "create") => evict(api, reg, t, ctx).await,
+            ("token", "create") => token_request(api, t, ctx).await,
             _ => Err(ApiError::method_not_allowed()),
         };
     }
@@ -1874,4 +1875,102 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
 fn too_many(msg: &str) -> ApiError {
     ApiError::new(429, "TooManyRequests", msg)
         .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": msg}]}))
+}
+
+/// `serviceaccounts/<name>/token` (TokenRequest): a signed, expiring token
+/// for the account, optionally bound to a Pod or Secret.
+async fn token_request(api: &Api, t: &Target, ctx: &mut Ctx) -> ApiResult<Response<Body>> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.clone().unwrap_or_default();
+    let mut req = decode_object(ctx)?;
+    let sa = api
+        .cache
+        .get(&t.key())
+        .ok_or_else(|| ApiError::not_found("", "serviceaccounts", &name))?;
+    let sa_uid = sa
+        .value
+        .pointer("/metadata/uid")
+        .cloned()
+        .unwrap_or(json!(""));
+    let spec = req.get("spec").cloned().unwrap_or(json!({}));
+    let expiration = spec
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if expiration < 600 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            &name,
+            vec![Cause::invalid(
+                "spec.expirationSeconds",
+                &json!(expiration),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    let expiration = expiration.min(48 * 3600);
+    let audiences = spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .unwrap_or_else(|| vec![json!(super::tokens::ISSUER)]);
+    let now = chrono::Utc::now().timestamp();
+    let mut k8s = json!({"namespace": ns, "serviceaccount": {"name": name, "uid": sa_uid}});
+    if let Some(bound) = spec.get("boundObjectRef").filter(|b| b.is_object()) {
+        let kind = bound.get("kind").and_then(Value::as_str).unwrap_or("");
+        let bname = bound.get("name").and_then(Value::as_str).unwrap_or("");
+        let resource = match kind {
+            "Pod" => "pods",
+            "Secret" => "secrets",
+            other => {
+                return Err(ApiError::invalid(
+                    "authentication.k8s.io",
+                    "TokenRequest",
+                    &name,
+                    vec![Cause::not_supported(
+                        "spec.boundObjectRef.kind",
+                        &json!(other),
+                        &["Pod", "Secret"],
+                    )],
+                ));
+            }
+        };
+        let obj = api
+            .cache
+            .get(&format!("/registry/core/{resource}/{ns}/{bname}"))
+            .ok_or_else(|| ApiError::not_found("", resource, bname))?;
+        let uid = obj
+            .value
+            .pointer("/metadata/uid")
+            .cloned()
+            .unwrap_or(json!(""));
+        k8s[if kind == "Pod" { "pod" } else { "secret" }] = json!({"name": bname, "uid": uid});
+    }
+    let claims = json!({
+        "aud": audiences,
+        "exp": now + expiration,
+        "iat": now,
+        "nbf": now,
+        "iss": super::tokens::ISSUER,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "kubernetes.io": k8s,
+        "sub": format!("system:serviceaccount:{ns}:{name}"),
+    });
+    let signer = api
+        .tokens
+        .get()
+        .ok_or_else(|| ApiError::internal("no service-account signing key"))?;
+    let token = signer.sign(&claims).map_err(ApiError::internal)?;
+    let exp = chrono::DateTime::from_timestamp(now + expiration, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": null});
+    req["spec"]["expirationSeconds"] = json!(expiration);
+    req["spec"]["audiences"] = Value::Array(audiences);
+    req["status"] = json!({"token": token, "expirationTimestamp": exp});
+    Ok(value_response(ctx, StatusCode::CREATED, &req))
 }

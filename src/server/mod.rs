@@ -115,6 +115,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         secret,
         format!("{advertise}:{}", args.https_listen_port),
     );
+    let signer =
+        api::tokens::TokenSigner::new(&pki.service_account_key).map_err(|e| anyhow::anyhow!(e))?;
+    let _ = api.tokens.set(signer);
     api::lifecycle::bootstrap(&api, args.https_listen_port).await?;
 
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
