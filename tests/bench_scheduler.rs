@@ -67,7 +67,13 @@ async fn any_unbound(pods: &Api<Pod>) -> bool {
 async fn scheduler_throughput() {
     let n_nodes = knob("SKIFF_BENCH_NODES", 1000);
     let n_pods = knob("SKIFF_BENCH_PODS", 10_000);
-    let s = Server::start_with(&["--simulate-nodes", &n_nodes.to_string()]);
+    // Extra server flags for comparisons, e.g.
+    // SKIFF_BENCH_SERVER_ARGS=--disable-controller-manager (memory breakdown).
+    let extra = std::env::var("SKIFF_BENCH_SERVER_ARGS").unwrap_or_default();
+    let n = n_nodes.to_string();
+    let mut args = vec!["--simulate-nodes", n.as_str()];
+    args.extend(extra.split_whitespace());
+    let s = Server::start_with(&args);
     let client = client(&s).await;
     println!("server pid {}", s.pid());
 
