@@ -682,3 +682,57 @@ fn service_account_tokens_authenticate_until_revoked() {
     let out = s.kubectl(&["--token", token, "auth", "whoami"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"));
 }
+
+#[test]
+fn resource_quota_and_limit_range_admission() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "q"]);
+    s.kubectl_ok(&[
+        "create",
+        "quota",
+        "q",
+        "-n",
+        "q",
+        "--hard=pods=2,requests.cpu=1,limits.memory=1Gi",
+    ]);
+    s.kubectl_stdin_ok(
+        &["apply", "-n", "q", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: lr}\nspec:\n  limits:\n  - type: Container\n    default: {memory: 256Mi}\n    defaultRequest: {cpu: 300m}\n    max: {memory: 512Mi}\n",
+    );
+    // Defaults come from the LimitRange, and say so.
+    s.kubectl_ok(&["run", "a", "-n", "q", "--image=registry.local/a:1"]);
+    let res = s.kubectl_ok(&["get", "pod", "a", "-n", "q", "-o", "jsonpath={.spec.containers[0].resources.requests.cpu} {.spec.containers[0].resources.limits.memory}"]);
+    assert_eq!(res, "300m 256Mi");
+    let ann = s.kubectl_ok(&[
+        "get",
+        "pod",
+        "a",
+        "-n",
+        "q",
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/limit-ranger}",
+    ]);
+    assert_eq!(
+        ann,
+        "LimitRanger plugin set: cpu request for container a; memory limit for container a"
+    );
+    // Over the LimitRange's max.
+    let over = s.kubectl(&["run", "big", "-n", "q", "--image=x", "--overrides", r#"{"spec":{"containers":[{"name":"big","image":"x","resources":{"limits":{"memory":"1Gi"}}}]}}"#]);
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(err.contains("pods \"big\" is forbidden: maximum memory usage per Container is 512Mi, but limit is 1Gi"), "{err}");
+    // Quota: a second pod fits, a third exceeds the pod count.
+    s.kubectl_ok(&["run", "b", "-n", "q", "--image=registry.local/b:1"]);
+    let third = s.kubectl(&["run", "c", "-n", "q", "--image=registry.local/c:1"]);
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(err.contains("pods \"c\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"), "{err}");
+    // The quota's status shows usage (kept up to date by the server).
+    let mut used = String::new();
+    for _ in 0..100 {
+        used = s.kubectl_ok(&["get", "quota", "q", "-n", "q", "-o", "jsonpath={.status.used.pods} {.status.used.requests\\.cpu} {.status.used.limits\\.memory}"]);
+        if used == "2 600m 512Mi" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(used, "2 600m 512Mi");
+}

@@ -645,6 +645,9 @@ pub async fn create_object(
     if api.cache.get(&key).is_some() {
         return Err(ApiError::already_exists(&info.group, &info.resource, &name));
     }
+    if info.namespaced {
+        super::admission::admit(api, info, namespace.unwrap_or("default"), &mut v)?;
+    }
     admit_create(api, info, &mut v, dry)?;
     if dry {
         return Ok(Arc::new(super::cache::materialize(&key, &to_stored(&v), 0)));

@@ -110,6 +110,8 @@ pub async fn run(api: Arc<Api>) {
                 Err(_) => break,
             }
         }
+        // Quota usage follows every change (cheap when there is no quota).
+        super::admission::refresh_quotas(&api).await;
         if work {
             finalize_namespaces(&api).await;
             // GC steps enable each other (orphaning strips references, which

@@ -1,6 +1,7 @@
 //! The Kubernetes API server: routing, content negotiation and the generic
 //! REST handlers over the watch cache and the store.
 
+pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod cache;

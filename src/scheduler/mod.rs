@@ -16,7 +16,7 @@
 mod actions;
 mod cache;
 mod framework;
-mod model;
+pub mod model;
 mod preemption;
 mod queue;
 
