@@ -17,6 +17,9 @@ use crate::scheduler::model::quantity_scaled;
 
 const COMPUTE: [&str; 2] = ["cpu", "memory"];
 
+/// A quota key over its limit: (key, requested, used, hard).
+type Over = (String, i64, i64, i64);
+
 /// Milli-units for cpu, units for everything else.
 fn amount(resource: &str, q: &str) -> Option<i64> {
     if resource.ends_with("cpu") {
@@ -30,10 +33,10 @@ fn containers_mut(pod: &mut Value) -> Vec<&mut Map<String, Value>> {
     let mut out = Vec::new();
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         for (field, list) in spec.iter_mut() {
-            if field == "containers" || field == "initContainers" {
-                if let Some(a) = list.as_array_mut() {
-                    out.extend(a.iter_mut().filter_map(Value::as_object_mut));
-                }
+            if (field == "containers" || field == "initContainers")
+                && let Some(a) = list.as_array_mut()
+            {
+                out.extend(a.iter_mut().filter_map(Value::as_object_mut));
             }
         }
     }
@@ -422,9 +425,8 @@ fn quotas(api: &Api, info: &ResourceInfo, ns: &str, name: &str, obj: &Value) -> 
             }
         }
         if !over.is_empty() {
-            let part = |f: &dyn Fn(&(String, i64, i64, i64)) -> String| {
-                over.iter().map(f).collect::<Vec<_>>().join(",")
-            };
+            let part =
+                |f: &dyn Fn(&Over) -> String| over.iter().map(f).collect::<Vec<_>>().join(",");
             return Err(forbidden(
                 info,
                 name,
