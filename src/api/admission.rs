@@ -442,10 +442,17 @@ fn quotas(api: &Api, info: &ResourceInfo, ns: &str, name: &str, obj: &Value) -> 
     Ok(())
 }
 
-/// Brings every quota's `status.hard`/`status.used` up to date.
-pub async fn refresh_quotas(api: &Api) {
+/// Brings quotas' `status.hard`/`status.used` up to date.
+/// Only quotas in `namespaces` are recomputed, when given: usage can change
+/// only where something was written.
+pub async fn refresh_quotas(api: &Api, namespaces: Option<&std::collections::HashSet<String>>) {
     let (quotas, _) = api.cache.list("/registry/core/resourcequotas/", None);
     for q in quotas {
+        if let Some(nss) = namespaces
+            && !meta_str(&q.value, "namespace").is_some_and(|n| nss.contains(n))
+        {
+            continue;
+        }
         let Some(hard) = q
             .value
             .pointer("/spec/hard")

@@ -89,29 +89,32 @@ pub async fn run(api: Arc<Api>) {
         // Drain a burst, then act once, and only when something was deleted
         // or is being deleted (the only events that can leave work).
         let mut work = false;
-        let is_work = |ev: &super::cache::CacheEvent| {
-            ev.obj.is_none()
-                || ev
-                    .obj
-                    .as_ref()
-                    .is_some_and(|o| o.value.pointer("/metadata/deletionTimestamp").is_some())
-        };
+        // Namespaces whose quota usage may have changed; None = all of them.
+        let mut touched: Option<std::collections::HashSet<String>> = Some(Default::default());
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Ok(ev)) => work |= is_work(&ev),
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => work = true,
+            Ok(Ok(ev)) => note(&ev, &mut work, &mut touched),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                work = true;
+                touched = None;
+            }
             Ok(Err(_)) => return,
             // Idle: a periodic pass catches anything a lagged receiver missed.
-            Err(_) => work = true,
+            Err(_) => {
+                work = true;
+                touched = None;
+            }
         }
         loop {
             match rx.try_recv() {
-                Ok(ev) => work |= is_work(&ev),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => work = true,
+                Ok(ev) => note(&ev, &mut work, &mut touched),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    work = true;
+                    touched = None;
+                }
                 Err(_) => break,
             }
         }
-        // Quota usage follows every change (cheap when there is no quota).
-        super::admission::refresh_quotas(&api).await;
+        super::admission::refresh_quotas(&api, touched.as_ref()).await;
         if work {
             finalize_namespaces(&api).await;
             // GC steps enable each other (orphaning strips references, which
@@ -326,9 +329,10 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
             {
                 m.remove("ownerReferences");
             }
-            acted |= handlers::write_update(api, &t, o.clone(), new, None, None, false)
-                .await
-                .is_ok();
+            acted |= wrote(
+                handlers::write_update(api, &t, o.clone(), new, None, None, false).await,
+                o,
+            );
         } else if delete_me
             && all_owners_gone
             && o.value.pointer("/metadata/deletionTimestamp").is_none()
@@ -385,10 +389,45 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
             } else {
                 new["metadata"]["finalizers"] = json!(new_f);
             }
-            acted |= handlers::write_update(api, &t, o.clone(), new, None, None, false)
-                .await
-                .is_ok();
+            acted |= wrote(
+                handlers::write_update(api, &t, o.clone(), new, None, None, false).await,
+                o,
+            );
         }
     }
     acted
+}
+
+/// Whether an update really wrote (an unchanged object comes back as is), so
+/// the GC loop repeats only while it makes progress.
+fn wrote(
+    r: super::errors::ApiResult<(hyper::StatusCode, Arc<super::cache::Obj>)>,
+    before: &super::cache::Obj,
+) -> bool {
+    matches!(r, Ok((_, o)) if o.mod_revision != before.mod_revision)
+}
+
+/// The namespace part of a namespaced store key
+/// (`/registry/<group>/<resource>/<namespace>/<name>`).
+fn key_namespace(key: &str) -> Option<&str> {
+    let parts: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+    (parts.len() == 5).then(|| parts[3])
+}
+
+/// Records what one event means for the housekeeping pass: deletions (and
+/// objects being deleted) are GC/namespace work; its namespace's quotas may
+/// need new usage figures.
+fn note(
+    ev: &super::cache::CacheEvent,
+    work: &mut bool,
+    touched: &mut Option<std::collections::HashSet<String>>,
+) {
+    *work |= ev.obj.is_none()
+        || ev
+            .obj
+            .as_ref()
+            .is_some_and(|o| o.value.pointer("/metadata/deletionTimestamp").is_some());
+    if let (Some(t), Some(ns)) = (touched.as_mut(), key_namespace(&ev.key)) {
+        t.insert(ns.to_string());
+    }
 }
