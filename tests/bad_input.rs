@@ -6,14 +6,6 @@ mod common;
 use common::Server;
 use kube::Client;
 
-async fn client(s: &Server) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(cfg).unwrap()
-}
-
 /// Sends a raw request; returns (code, reason, message) of the Status error.
 async fn fails(
     c: &Client,
@@ -40,7 +32,7 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 #[tokio::test]
 async fn every_bad_input_gets_its_status() {
     let s = Server::start();
-    let c = client(&s).await;
+    let c = s.client().await;
     let json = "application/json";
 
     let (code, reason, msg) = fails(

@@ -12,24 +12,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -114,8 +96,8 @@ async fn api_server_benchmarks() {
 
     let s = Server::start();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("RSS idle: {:.1} MiB", rss_kib(s.pid()) as f64 / 1024.0);
-    let c = client(&s).await;
+    println!("RSS idle: {:.1} MiB", s.rss_kib() as f64 / 1024.0);
+    let c = s.client().await;
 
     // Durable creates, 8 concurrent clients.
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
@@ -190,7 +172,7 @@ async fn api_server_benchmarks() {
     );
     println!(
         "RSS with 8,000 ConfigMaps + 5,000 pods: {:.1} MiB",
-        rss_kib(s.pid()) as f64 / 1024.0
+        s.rss_kib() as f64 / 1024.0
     );
 
     // CRD: create to first successful custom-object create.

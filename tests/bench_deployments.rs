@@ -17,20 +17,9 @@ use std::time::{Duration, Instant};
 use common::Server;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
 
 const REPLICAS: i32 = 100;
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(&s.kubeconfig).expect("reading kubeconfig");
-    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config from kubeconfig");
-    cfg.proxy_url = None;
-    Client::try_from(cfg).expect("client")
-}
 
 /// Rollout complete as `kubectl rollout status` judges it, on `image`.
 fn complete(d: &Deployment, image: &str) -> bool {
@@ -69,7 +58,7 @@ async fn wait_complete(api: &Api<Deployment>, image: &str, started: Instant) -> 
 #[ignore = "benchmark; run explicitly with --release"]
 async fn bench_100_replica_deployment() {
     let s = Server::start_with(&["--simulate-nodes", "2"]);
-    let c = client(&s).await;
+    let c = s.client().await;
     let api: Api<Deployment> = Api::namespaced(c, "default");
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "bench"},

@@ -25,24 +25,6 @@ fn knob(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn pod(i: usize) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": format!("bench-{i}"), "labels": {"app": "bench"}},
@@ -74,7 +56,7 @@ async fn scheduler_throughput() {
     let mut args = vec!["--simulate-nodes", n.as_str()];
     args.extend(extra.split_whitespace());
     let s = Server::start_with(&args);
-    let client = client(&s).await;
+    let client = s.client().await;
     println!("server pid {}", s.pid());
 
     // Node registration is set-up, not part of the measurement.
@@ -161,7 +143,7 @@ async fn scheduler_throughput() {
         took.as_secs_f64(),
         n_pods as f64 / took.as_secs_f64()
     );
-    println!("server RSS: {} MiB", rss_kib(s.pid()) / 1024);
+    println!("server RSS: {} MiB", s.rss_kib() / 1024);
     // With SKIFF_LOG=skiff::scheduler=debug the scheduler logs where its
     // loop spent the time.
     for line in s

@@ -14,22 +14,12 @@ use common::Server;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use kube::runtime::watcher;
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
 const SIM: &[&str] = &["--simulate-nodes", "2"];
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(&s.kubeconfig).expect("reading kubeconfig");
-    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config from kubeconfig");
-    cfg.proxy_url = None;
-    assert_eq!(cfg.cluster_url.host(), Some("127.0.0.1"));
-    Client::try_from(cfg).expect("client")
-}
 
 /// Binds pods that stay unscheduled, to sim-node-0 through `pods/binding`,
 /// so these tests do not depend on the scheduler; it leaves alone pods that
@@ -278,7 +268,7 @@ fn container_image(p: &Value) -> String {
 async fn rolling_update_history_undo_scale_replace_and_cascading_delete() {
     let s = Server::start_with(SIM);
     let _binder = start_fallback_binder(&s);
-    let c = client(&s).await;
+    let c = s.client().await;
     let strategy =
         "  strategy:\n    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 1}";
     s.kubectl_stdin_ok(
@@ -496,7 +486,7 @@ async fn rolling_update_history_undo_scale_replace_and_cascading_delete() {
 async fn pause_resume_restart_and_recreate() {
     let s = Server::start_with(SIM);
     let _binder = start_fallback_binder(&s);
-    let c = client(&s).await;
+    let c = s.client().await;
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         &deployment_yaml("p", 2, "nginx:1.0", "", ""),
@@ -730,7 +720,7 @@ async fn no_duplicate_pods_after_kill_9_mid_scale_up() {
         &deployment_yaml("k", 1, "nginx:1.0", "", ""),
     );
     s.kubectl_ok(&["rollout", "status", "deploy/k", "--timeout=60s"]);
-    let c = client(&s).await;
+    let c = s.client().await;
     let pods: Api<Pod> = Api::namespaced(c, "default");
     s.kubectl_ok(&["scale", "deploy/k", "--replicas=60"]);
     // Kill as soon as the scale-up is under way.
@@ -749,7 +739,7 @@ async fn no_duplicate_pods_after_kill_9_mid_scale_up() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     s.restart_kill9();
-    let c = client(&s).await;
+    let c = s.client().await;
     let sampler = PodSampler::start(c, "app=k").await;
     s.kubectl_ok(&["rollout", "status", "deploy/k", "--timeout=90s"]);
     wait_for("60 ready pods", 60, || {

@@ -10,14 +10,6 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
-
 fn cm(name: &str, v: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
@@ -29,7 +21,7 @@ fn cm(name: &str, v: &str) -> ConfigMap {
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
     let mut s = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     // 8 concurrent writers; every acknowledged create is recorded.
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -52,7 +44,7 @@ async fn acknowledged_writes_survive_kill_9() {
         acked.extend(t.await.unwrap());
     }
     s.restart_kill9();
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     for (name, rv) in &acked {
         let got = api
             .get(name)
@@ -83,7 +75,7 @@ async fn acknowledged_writes_survive_kill_9() {
 #[tokio::test]
 async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
     let mut s = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let a = api
         .create(&PostParams::default(), &cm("a", "1"))
         .await
@@ -101,7 +93,7 @@ async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
     api.delete("b", &Default::default()).await.unwrap();
     s.restart_kill9();
 
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let stream = api
         .watch(&WatchParams::default().timeout(3), &seen)
         .await
@@ -137,7 +129,7 @@ async fn watch_resumes_with_exactly_the_missed_events_after_restart() {
 #[tokio::test]
 async fn compacted_revision_gives_410_expired() {
     let s = Server::start_with(&["--compaction-interval", "1"]);
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let first = api
         .create(&PostParams::default(), &cm("old", "1"))
         .await
@@ -176,7 +168,7 @@ async fn compacted_revision_gives_410_expired() {
 #[tokio::test]
 async fn optimistic_concurrency_one_winner_per_round() {
     let s = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     api.create(&PostParams::default(), &cm("race", "0"))
         .await
         .unwrap();

@@ -12,33 +12,16 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 use kube::runtime::watcher;
-use kube::{Client, Config, CustomResource, CustomResourceExt, ResourceExt};
+use kube::{CustomResource, CustomResourceExt, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// A client built from the admin kubeconfig the server wrote (CA and client
 /// certificate embedded; TLS fully verified).
-async fn client(server: &Server) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("reading kubeconfig");
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("building config from kubeconfig");
-    // Never route through a proxy from the environment: only 127.0.0.1.
-    config.proxy_url = None;
-    assert_eq!(
-        config.cluster_url.host(),
-        Some("127.0.0.1"),
-        "kubeconfig points elsewhere: {}",
-        config.cluster_url
-    );
-    Client::try_from(config).expect("building client")
-}
-
 fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {
     let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
         kv.iter()
@@ -71,7 +54,7 @@ fn data_of(cm: &ConfigMap) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn apiserver_version_is_1_33() {
     let server = Server::start();
-    let client = client(&server).await;
+    let client = server.client().await;
     let info = client
         .apiserver_version()
         .await
@@ -83,7 +66,7 @@ async fn apiserver_version_is_1_33() {
 #[tokio::test]
 async fn configmap_create_get_delete() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
 
     let created = api
         .create(
@@ -144,7 +127,7 @@ async fn configmap_create_get_delete() {
 #[tokio::test]
 async fn configmap_list_with_label_selector() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     for (name, app) in [("sel-a1", "a"), ("sel-a2", "a"), ("sel-b1", "b")] {
         api.create(
             &PostParams::default(),
@@ -188,7 +171,7 @@ async fn configmap_list_with_label_selector() {
 #[tokio::test]
 async fn configmap_replace_with_stale_resource_version_conflicts() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     api.create(
         &PostParams::default(),
         &config_map("cm-replace", &[], &[("k", "0")]),
@@ -228,7 +211,7 @@ async fn configmap_replace_with_stale_resource_version_conflicts() {
 #[tokio::test]
 async fn configmap_merge_patch() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     api.create(
         &PostParams::default(),
         &config_map("cm-merge", &[("a", "1")], &[("k1", "v1"), ("k2", "v2")]),
@@ -259,7 +242,7 @@ async fn configmap_merge_patch() {
 #[tokio::test]
 async fn configmap_strategic_merge_patch() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     api.create(
         &PostParams::default(),
         &config_map("cm-smp", &[("a", "1")], &[("k1", "v1"), ("k2", "v2")]),
@@ -294,7 +277,7 @@ async fn configmap_strategic_merge_patch() {
 #[tokio::test]
 async fn configmap_server_side_apply() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     let params = PatchParams::apply("test").force();
 
     // Apply creates the object when it does not exist.
@@ -373,7 +356,7 @@ async fn configmap_server_side_apply() {
 #[tokio::test]
 async fn get_missing_object_is_404_not_found() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     let status = api_error(api.get("does-not-exist").await);
     assert_eq!(status.code, 404, "{status:?}");
     assert_eq!(status.reason, "NotFound", "{status:?}");
@@ -382,7 +365,7 @@ async fn get_missing_object_is_404_not_found() {
 #[tokio::test]
 async fn watcher_sees_object_created_after_start() {
     let server = Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
 
     // Let the initial list finish so the object below arrives over the watch.
@@ -441,7 +424,7 @@ pub struct GizmoSpec {
 #[tokio::test]
 async fn custom_resource_definition_lifecycle() {
     let server = Server::start();
-    let client = client(&server).await;
+    let client = server.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = Gizmo::crd();
     assert_eq!(
@@ -536,7 +519,7 @@ async fn custom_resource_definition_lifecycle() {
 #[tokio::test]
 async fn discovery_finds_apps_v1_deployment() {
     let server = Server::start();
-    let discovery = Discovery::new(client(&server).await)
+    let discovery = Discovery::new(server.client().await)
         .run()
         .await
         .expect("discovery failed");

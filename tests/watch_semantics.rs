@@ -6,14 +6,6 @@ mod common;
 use common::Server;
 use futures::{AsyncBufReadExt, TryStreamExt};
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
-
 /// Collects watch events (type, name, annotations) until `n` arrive or 5 s pass.
 async fn events(
     c: &kube::Client,
@@ -58,7 +50,7 @@ async fn initial_events_end_with_a_bookmark() {
     let s = Server::start();
     s.kubectl_ok(&["create", "configmap", "one"]);
     s.kubectl_ok(&["create", "configmap", "two"]);
-    let c = client(&s).await;
+    let c = s.client().await;
     let evs = events(
         &c,
         "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=5&fieldSelector=metadata.name%21%3Dkube-root-ca.crt",
@@ -77,7 +69,7 @@ async fn initial_events_end_with_a_bookmark() {
 async fn selector_transitions_are_added_and_deleted() {
     let s = Server::start();
     let rv = s.kubectl_ok(&["get", "cm", "-o", "jsonpath={.metadata.resourceVersion}"]);
-    let c = client(&s).await;
+    let c = s.client().await;
     let path = format!(
         "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=team%3Dblue&resourceVersion={rv}&timeoutSeconds=5"
     );
@@ -101,7 +93,7 @@ async fn deletecollection_by_label() {
         s.kubectl_ok(&["create", "configmap", n]);
         s.kubectl_ok(&["label", "cm", n, l]);
     }
-    let c = client(&s).await;
+    let c = s.client().await;
     let req = http::Request::delete("/api/v1/namespaces/default/configmaps?labelSelector=x%3D1")
         .body(vec![])
         .unwrap();

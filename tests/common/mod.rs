@@ -112,6 +112,33 @@ impl Server {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// A `kube` client from the admin kubeconfig, never through a proxy and
+    /// only to 127.0.0.1.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("reading kubeconfig");
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config from kubeconfig");
+        cfg.proxy_url = None;
+        assert_eq!(
+            cfg.cluster_url.host(),
+            Some("127.0.0.1"),
+            "kubeconfig points elsewhere"
+        );
+        kube::Client::try_from(cfg).expect("kube client")
+    }
+
+    /// The server's resident set size (VmRSS), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The last `lines` lines of the server log.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(self.dir.path(), lines)
