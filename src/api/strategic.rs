@@ -1330,48 +1330,10 @@ fn swap_range<T>(data: &mut [T], a: usize, b: usize, n: usize) {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::path::PathBuf;
-    use std::sync::OnceLock;
 
-    /// The v1.33 OpenAPI `$defs`: `embedded/definitions.json.gz` of this crate
-    /// when present, else `$SKIFF_K8S_DEFINITIONS`, else the schema shipped by
-    /// the `kubernetes-validate` Python package.
+    /// The embedded v1.33 definitions the server itself uses.
     fn defs() -> &'static JMap {
-        static DEFS: OnceLock<JMap> = OnceLock::new();
-        DEFS.get_or_init(|| {
-            let gz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("embedded/definitions.json.gz");
-            let doc: Value = if gz.exists() {
-                let f = std::fs::File::open(&gz).expect("open definitions.json.gz");
-                serde_json::from_reader(std::io::BufReader::new(flate2::read::GzDecoder::new(f)))
-                    .expect("parse definitions.json.gz")
-            } else {
-                let path = std::env::var_os("SKIFF_K8S_DEFINITIONS")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(kubernetes_validate_definitions);
-                let f = std::fs::File::open(&path).expect("open _definitions.json");
-                serde_json::from_reader(std::io::BufReader::new(f))
-                    .expect("parse _definitions.json")
-            };
-            match doc {
-                Value::Object(mut m) => match m.remove("$defs") {
-                    Some(Value::Object(d)) => d,
-                    _ => m,
-                },
-                _ => panic!("definitions document is not an object"),
-            }
-        })
-    }
-
-    fn kubernetes_validate_definitions() -> PathBuf {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import kubernetes_validate,os;print(os.path.dirname(kubernetes_validate.__file__))",
-            ])
-            .output()
-            .expect("python3 with kubernetes-validate");
-        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        PathBuf::from(dir).join("kubernetes-json-schema/v1.33.0-local/_definitions.json")
+        crate::api::openapi::definitions()
     }
 
     const DEPLOYMENT: &str = "io.k8s.api.apps.v1.Deployment";
