@@ -202,12 +202,12 @@ fn gv_path(g: &str, v: &str) -> String {
 }
 
 /// The per-GV document, built once per registry generation and cached.
-fn document(api: &Api, path: &str) -> Option<(String, bytes::Bytes)> {
+fn document(api: &Api, path: &str) -> Option<bytes::Bytes> {
     let reg = api.registry();
-    if let Some((gen_, hash, bytes)) = api.openapi_docs.lock().unwrap().get(path)
+    if let Some((gen_, bytes)) = api.openapi_docs.lock().unwrap().get(path)
         && *gen_ == reg.generation
     {
-        return Some((hash.clone(), bytes.clone()));
+        return Some(bytes.clone());
     }
     let (g, v) = match path.split('/').collect::<Vec<_>>().as_slice() {
         ["api", v] => (String::new(), v.to_string()),
@@ -233,12 +233,31 @@ fn document(api: &Api, path: &str) -> Option<(String, bytes::Bytes)> {
     }
     let doc = openapi::v3_document(&g, &v, &rs, &extra);
     let bytes = bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-    let hash = openapi::document_hash(&bytes);
-    api.openapi_docs.lock().unwrap().insert(
-        path.to_string(),
-        (reg.generation, hash.clone(), bytes.clone()),
-    );
-    Some((hash, bytes))
+    api.openapi_docs
+        .lock()
+        .unwrap()
+        .insert(path.to_string(), (reg.generation, bytes.clone()));
+    Some(bytes)
+}
+
+/// The `?hash=` of a group-version's document, from its inputs rather than
+/// its bytes, so the index needs no document built: built-in documents are
+/// fixed by the binary; CRD ones change with the CRDs' names and schemas.
+fn document_hash(reg: &Registry, path: &str) -> String {
+    let mut input = format!("{}\n{path}\n", crate::cli::VERSION);
+    let (g, v) = match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", v] => (String::new(), v.to_string()),
+        ["apis", g, v] => (g.to_string(), v.to_string()),
+        _ => return openapi::document_hash(input.as_bytes()),
+    };
+    for r in reg.resources_of(&g, &v) {
+        if let Some(crd) = reg.crd(&r) {
+            input.push_str(&serde_json::to_string(&*r).unwrap_or_default());
+            input.push_str(&serde_json::to_string(&crd.schema).unwrap_or_default());
+            input.push_str(&serde_json::to_string(&crd.printer_columns).unwrap_or_default());
+        }
+    }
+    openapi::document_hash(input.as_bytes())
 }
 
 /// Schema name of a CRD kind in OpenAPI, as upstream: reversed group + kind.
@@ -281,14 +300,12 @@ pub fn openapi_index(api: &Api) -> Response<Body> {
         .iter()
         .flat_map(|(g, vs)| vs.iter().map(move |v| gv_path(g, v)))
         .collect();
-    let idx = openapi::v3_index(&paths, |p| {
-        document(api, p).map(|(h, _)| h).unwrap_or_default()
-    });
+    let idx = openapi::v3_index(&paths, |p| document_hash(&reg, p));
     json_response(StatusCode::OK, &idx)
 }
 
 pub fn openapi_doc(api: &Arc<Api>, path: &str) -> ApiResult<Response<Body>> {
-    let (_, bytes) = document(api, path).ok_or_else(ApiError::not_found_path)?;
+    let bytes = document(api, path).ok_or_else(ApiError::not_found_path)?;
     let mut resp = bytes_response(StatusCode::OK, "application/json", bytes);
     resp.headers_mut().insert(
         hyper::header::CACHE_CONTROL,

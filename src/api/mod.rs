@@ -47,7 +47,7 @@ pub struct Api {
     token_secret: String,
     /// `host:port` clients should use, for `serverAddressByClientCIDRs`.
     pub server_address: String,
-    openapi_docs: Mutex<HashMap<String, (u64, String, Bytes)>>,
+    openapi_docs: Mutex<HashMap<String, (u64, Bytes)>>,
     pub service_ip: objects::ServiceIpAllocator,
     /// Signs and checks service-account tokens; set once at start.
     pub tokens: std::sync::OnceLock<tokens::TokenSigner>,
