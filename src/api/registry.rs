@@ -144,6 +144,11 @@ impl Registry {
     }
 
     pub fn crd(&self, r: &ResourceInfo) -> Option<&CrdVersion> {
+        // Built-ins carry a schema definition; only CRD resources can match,
+        // so the common case costs no key allocation (this runs per write).
+        if r.definition.is_some() || self.crds.is_empty() {
+            return None;
+        }
         self.crds
             .get(&(r.group.clone(), r.version.clone(), r.resource.clone()))
     }
