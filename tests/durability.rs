@@ -142,8 +142,8 @@ async fn compacted_revision_gives_410_expired() {
             .await
             .unwrap();
     }
-    // Also push it out of the in-memory window is not needed: the cache
-    // serves only what the store still has.
+    // The watch cache forgets compacted history too (Cache::compacted), so
+    // the answer is the store's 410, not a replay from memory.
     let mut stream = api
         .watch(
             &WatchParams::default().timeout(5),
