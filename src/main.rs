@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod controllers;
 mod pki;
+mod quantity;
 mod scheduler;
 mod server;
 mod sim;

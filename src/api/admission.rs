@@ -13,7 +13,7 @@ use super::Api;
 use super::errors::{ApiError, ApiResult, qualified};
 use super::objects::meta_str;
 use super::registry::ResourceInfo;
-use crate::scheduler::model::quantity_scaled;
+use crate::quantity::quantity_scaled;
 
 const COMPUTE: [&str; 2] = ["cpu", "memory"];
 

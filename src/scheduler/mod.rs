@@ -16,7 +16,7 @@
 mod actions;
 mod cache;
 mod framework;
-pub mod model;
+mod model;
 mod preemption;
 mod queue;
 
