@@ -265,3 +265,14 @@ mod tests {
         assert_eq!(again.serving_cert_pem, pki.serving_cert_pem);
     }
 }
+
+static SERVED_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the CA (PEM) the server hands out at `/cacerts`.
+pub fn set_served_ca(pem: String) {
+    let _ = SERVED_CA.set(pem);
+}
+
+pub fn served_ca() -> Option<&'static str> {
+    SERVED_CA.get().map(String::as_str)
+}

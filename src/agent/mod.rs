@@ -1,4 +1,139 @@
-//! The node agent (kubelet + runtime). Only the image store exists so far;
-//! the sandbox, runtime, pod network and service proxy come next.
+//! The node agent (kubelet + runtime + pod network). It talks to the cluster
+//! only through the Kubernetes API (`kube::Client`), so the agent embedded in
+//! `skiff server` and a remote `skiff agent` are the same code.
 
+pub mod cli;
 pub mod images;
+pub mod kubelet;
+pub mod network;
+pub mod node;
+pub mod runtime;
+pub mod streaming;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+/// Everything the agent is told at start.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub node_ip: String,
+    pub labels: Vec<String>,
+    pub taints: Vec<String>,
+    pub data_dir: PathBuf,
+    /// The server's own agent: labelled as control plane.
+    pub control_plane: bool,
+    pub cluster_cidr: String,
+    pub cluster_dns: String,
+    pub cluster_domain: String,
+    pub streaming_port: u16,
+    /// Cluster CA (PEM): the streaming endpoint trusts client certificates it signed.
+    pub ca_pem: String,
+    pub registries: PathBuf,
+    /// The API server as pods reach it (KUBERNETES_SERVICE_HOST/PORT use the Service).
+    pub bridge: String,
+    pub nft_table: String,
+}
+
+impl AgentConfig {
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+    pub fn net_config(&self, pod_cidr: &str) -> network::NetConfig {
+        network::NetConfig {
+            state_dir: self.agent_dir().join("net"),
+            bridge: self.bridge.clone(),
+            pod_cidr: pod_cidr.to_string(),
+            cluster_cidr: self.cluster_cidr.clone(),
+            nft_table: self.nft_table.clone(),
+        }
+    }
+}
+
+/// Node name default: the host name, lower-cased (as the kubelet does).
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// First non-loopback IPv4 address of this host.
+pub fn default_node_ip() -> String {
+    // SAFETY: getifaddrs fills a linked list we free with freeifaddrs.
+    unsafe {
+        let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return "127.0.0.1".into();
+        }
+        let mut cur = ifap;
+        let mut found = None;
+        while !cur.is_null() {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
+                let sin = addr as *const libc::sockaddr_in;
+                let ip = std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr));
+                if !ip.is_loopback() && found.is_none() {
+                    found = Some(ip.to_string());
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+        found.unwrap_or_else(|| "127.0.0.1".into())
+    }
+}
+
+/// Runs the agent until the process ends.
+pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
+    let agent_dir = cfg.agent_dir();
+    std::fs::create_dir_all(&agent_dir)
+        .with_context(|| format!("creating {}", agent_dir.display()))?;
+    let store = images::ImageStore::open(&cfg.data_dir)?;
+    {
+        let store = store.clone();
+        let report = tokio::task::spawn_blocking(move || store.import_dir()).await?;
+        match report {
+            Ok(r) => tracing::debug!("air-gap import: {r:?}"),
+            Err(e) => tracing::warn!("air-gap image import: {e:#}"),
+        }
+    }
+    let runtime = runtime::Runtime::connect_or_spawn(&agent_dir.join("rt"))
+        .await
+        .context("starting the container runtime")?;
+    node::register(&client, &cfg).await?;
+    let pod_cidr = node::wait_pod_cidr(&client, &cfg.node_name).await?;
+    let network = network::PodNetwork::init(cfg.net_config(&pod_cidr))
+        .await
+        .context("setting up the pod network")?;
+    tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
+    let kubelet = kubelet::Kubelet::new(client, cfg.clone(), store, runtime.clone(), network);
+    let (cert, key) = serving_cert(&cfg)?;
+    let streaming = streaming::Config {
+        bind: format!("0.0.0.0:{}", cfg.streaming_port).parse()?,
+        client_ca_pem: cfg.ca_pem.clone(),
+        cert_pem: cert,
+        key_pem: key,
+    };
+    let pods: Arc<dyn streaming::Pods> = kubelet.clone();
+    tokio::spawn(async move {
+        if let Err(e) = streaming::serve(streaming, pods, runtime).await {
+            tracing::error!("streaming endpoint: {e:#}");
+        }
+    });
+    tracing::info!(node = %cfg.node_name, %pod_cidr, "node agent running");
+    kubelet.run().await
+}
+
+/// The streaming endpoint's certificate: self-signed, as the kubelet's
+/// default; the API server does not verify it (upstream's default too),
+/// while the agent verifies the API server's client certificate.
+fn serving_cert(cfg: &AgentConfig) -> Result<(String, String)> {
+    let mut names = vec![cfg.node_name.clone(), "localhost".to_string()];
+    names.push(cfg.node_ip.clone());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let params = rcgen::CertificateParams::new(names)?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}

@@ -272,6 +272,11 @@ impl Api {
                 return Ok(text(StatusCode::OK, "ok"));
             }
             (["version"], &Method::GET) => return Ok(json_response(StatusCode::OK, &version())),
+            // k3s's bootstrap: a joining agent fetches the CA without trusting
+            // it, then checks it against the hash in its join token.
+            (["cacerts"], &Method::GET) => {
+                return Ok(text(StatusCode::OK, crate::pki::served_ca().unwrap_or("")));
+            }
             (["api"], &Method::GET) => return Ok(discovery::api_root(self, &accept)),
             (["apis"], &Method::GET) => return Ok(discovery::apis_root(self, &accept)),
             (["openapi", "v3"], &Method::GET) => return Ok(discovery::openapi_index(self)),

@@ -22,8 +22,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane: API server and datastore.
     Server(ServerArgs),
+    /// Run a node agent that joins a server.
+    Agent(AgentArgs),
+    /// Stop every pod of this node and remove the agent's mounts, interfaces and nftables state.
+    Killall(KillallArgs),
     /// Manage the node's images: list, pull, import, remove, inspect, gc.
     Images(crate::agent::images::cli::ImagesArgs),
+    /// The container runtime's helper process (started by the agent).
+    #[command(name = "__runtime-keeper", hide = true)]
+    RuntimeKeeper {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -94,10 +104,84 @@ pub struct ServerArgs {
     /// Seconds between store compactions (history older than one interval is dropped).
     #[arg(long, env = "SKIFF_COMPACTION_INTERVAL", default_value_t = 300)]
     pub compaction_interval: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Pod network of the whole cluster.
+    #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
     /// Customized flag for the controllers, KEY=VALUE with upstream
     /// kube-controller-manager flag names (repeatable), as in k3s.
     #[arg(long = "kube-controller-manager-arg", value_name = "KEY=VALUE")]
     pub kube_controller_manager_arg: Vec<String>,
+}
+
+/// Node flags shared by `skiff server` (its embedded agent) and `skiff agent`.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Node name (default: the host name).
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// IPv4 address to advertise for the node (default: the first non-loopback address).
+    #[arg(long, env = "SKIFF_NODE_IP")]
+    pub node_ip: Option<String>,
+    /// Label to register the node with, KEY=VALUE (repeatable).
+    #[arg(long = "node-label")]
+    pub node_label: Vec<String>,
+    /// Taint to register the node with, KEY=VALUE:EFFECT (repeatable).
+    #[arg(long = "node-taint")]
+    pub node_taint: Vec<String>,
+    /// Port of the agent's streaming endpoint (logs, exec, port-forward).
+    #[arg(long, env = "SKIFF_KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// Cluster DNS address written into pods' resolv.conf.
+    #[arg(long, env = "SKIFF_CLUSTER_DNS", default_value = "10.43.0.10")]
+    pub cluster_dns: String,
+    /// Cluster domain.
+    #[arg(long, env = "SKIFF_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Private registry configuration (k3s format).
+    #[arg(long, env = "SKIFF_PRIVATE_REGISTRY", default_value = "/etc/skiff/registries.yaml")]
+    pub private_registry: PathBuf,
+    /// Bridge the pods attach to.
+    #[arg(long, env = "SKIFF_BRIDGE", default_value = "skiff0", hide = true)]
+    pub bridge: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Server to join, https://HOST:6443.
+    #[arg(long, short = 's', env = "SKIFF_URL")]
+    pub server: Option<String>,
+    /// Join token (the server's /var/lib/skiff/server/token).
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// Use this kubeconfig instead of --server/--token (e.g. the admin kubeconfig).
+    #[arg(long, env = "SKIFF_AGENT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Folder for state.
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Pod network of the whole cluster (not masqueraded between nodes).
+    #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Verbose logs.
+    #[arg(long, env = "SKIFF_DEBUG")]
+    pub debug: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "SKIFF_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KillallArgs {
+    /// Folder for state.
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// Bridge the pods attach to.
+    #[arg(long, env = "SKIFF_BRIDGE", default_value = "skiff0", hide = true)]
+    pub bridge: String,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -108,6 +192,12 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::server::run(args)
         }
         Command::Images(args) => crate::agent::images::cli::run(args),
+        Command::Agent(args) => {
+            init_logging(args.debug, &args.log_format);
+            crate::agent::cli::run_agent(args)
+        }
+        Command::Killall(args) => crate::agent::cli::killall(args),
+        Command::RuntimeKeeper { state_dir } => crate::agent::runtime::keeper_main(&state_dir),
     }
 }
 
@@ -185,7 +275,26 @@ fn with_config_file(args: ServerArgs) -> Result<ServerArgs> {
         disable_scheduler,
         disable_controller_manager,
         simulate_nodes,
-        kube_controller_manager_arg
+        kube_controller_manager_arg,
+        cluster_cidr
+    );
+    macro_rules! take_node {
+        ($($f:ident),*) => {$(
+            if !matches!(sub.value_source(stringify!($f)), Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)) {
+                merged.node.$f = from_file.node.$f.clone();
+            }
+        )*};
+    }
+    take_node!(
+        node_name,
+        node_ip,
+        node_label,
+        node_taint,
+        kubelet_port,
+        cluster_dns,
+        cluster_domain,
+        private_registry,
+        bridge
     );
     Ok(merged)
 }

@@ -9,6 +9,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod job;
 pub mod leader;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod podgc;
@@ -131,6 +132,7 @@ pub async fn run(client: Client, identity: String) {
                 nodelifecycle::run(client.clone()),
                 disruption::run(client.clone()),
                 podgc::run(client.clone()),
+                nodeipam::run(client.clone()),
             );
         },
     )

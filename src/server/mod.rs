@@ -118,6 +118,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
     let signer =
         api::tokens::TokenSigner::new(&pki.service_account_key).map_err(|e| anyhow::anyhow!(e))?;
     let _ = api.tokens.set(signer);
+    pki::set_served_ca(pki.ca_pem.clone());
     api::lifecycle::bootstrap(&api, args.https_listen_port).await?;
 
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
@@ -155,7 +156,9 @@ async fn serve(args: ServerArgs) -> Result<()> {
         tokio::spawn(crate::scheduler::run(c));
     }
     if !args.disable_controller_manager {
-        crate::controllers::set_args(&args.kube_controller_manager_arg);
+        let mut cm_args = args.kube_controller_manager_arg.clone();
+        cm_args.insert(0, format!("cluster-cidr={}", args.cluster_cidr));
+        crate::controllers::set_args(&cm_args);
         crate::controllers::set_ca_pem(pki.ca_pem.clone());
         let c = api::local::client(
             api.clone(),
@@ -176,9 +179,24 @@ async fn serve(args: ServerArgs) -> Result<()> {
         tokio::spawn(crate::sim::run(c, args.simulate_nodes));
     }
     if !args.disable_agent {
-        tracing::warn!(
-            "the node agent is not part of this build yet; running the control plane only"
+        let cfg = crate::agent::cli::config(
+            &args.node,
+            &args.data_dir,
+            &args.cluster_cidr,
+            pki.ca_pem.clone(),
+            true,
         );
+        crate::agent::cli::write_pid(&args.data_dir);
+        let c = api::local::client(
+            api.clone(),
+            &format!("system:node:{}", cfg.node_name),
+            &["system:nodes"],
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::agent::run(c, cfg).await {
+                tracing::error!("node agent: {e:#}");
+            }
+        });
     }
     tracing::info!(
         "skiff server {} ready on https://{addr} in {} ms (kubeconfig {})",

@@ -258,6 +258,15 @@ impl ImageStore {
             .collect()
     }
 
+    /// The image's runtime defaults (`config` of the image config document:
+    /// Entrypoint, Cmd, Env, WorkingDir, User, StopSignal).
+    pub fn runtime_config(&self, image: &ImageRecord) -> Result<serde_json::Value> {
+        let bytes = oci::read_small(&self.blobs, &image.config)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).context("malformed image config")?;
+        Ok(v.get("config").cloned().unwrap_or(serde_json::Value::Null))
+    }
+
     /// Stamps the image as used now (garbage collection removes the least
     /// recently used first). Returns how many names matched.
     // The kubelet side (not built yet) calls it when a container starts.

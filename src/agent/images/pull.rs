@@ -167,7 +167,9 @@ impl ImageStore {
             })
             .collect();
 
-        let jobs = m.layers.iter().enumerate().map(|(i, l)| {
+        // Collected eagerly: a lazy `Map` with a closure would make the
+        // whole pull future non-`Send` (higher-ranked closure lifetimes).
+        let jobs: Vec<_> = m.layers.iter().enumerate().map(|(i, l)| {
             let (diff, chain, item) = (diff_ids[i].clone(), chains[i].clone(), items[i]);
             async move {
                 let res = self
@@ -180,7 +182,7 @@ impl ImageStore {
                 }
                 res.map(|size| (chain, size))
             }
-        });
+        }).collect();
         // Every job runs to its end (no half-finished work left behind),
         // then the first error is reported.
         let results: Vec<Result<(String, Option<u64>)>> = futures::stream::iter(jobs)
@@ -502,18 +504,22 @@ async fn exchange_identity_token(ep: &Endpoint, oref: &Reference, token: &str) -
         .get("realm")
         .ok_or_else(|| anyhow!("{}: the challenge has no realm", ep.host))?;
     let scope = format!("repository:{}:pull", oref.repository());
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", "refresh_token")
-        .append_pair("refresh_token", token)
-        .append_pair("client_id", "skiff")
-        .append_pair("scope", &scope);
-    if let Some(s) = params.get("service") {
-        form.append_pair("service", s);
-    }
+    // Built in a block: the serializer is not Send and must not live across an await.
+    let body = {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", token)
+            .append_pair("client_id", "skiff")
+            .append_pair("scope", &scope);
+        if let Some(s) = params.get("service") {
+            form.append_pair("service", s);
+        }
+        form.finish()
+    };
     let res = http
         .post(realm)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.finish())
+        .body(body)
         .send()
         .await
         .context("exchanging the identity token")?;

@@ -1,0 +1,224 @@
+//! `skiff agent` (join a server) and `skiff killall` (leave the machine clean).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::AgentConfig;
+use crate::cli::{AgentArgs, KillallArgs, NodeArgs};
+
+pub const DEFAULT_NFT_TABLE: &str = "skiff-nat";
+
+/// The agent's settings from the node flags.
+pub fn config(node: &NodeArgs, data_dir: &Path, cluster_cidr: &str, ca_pem: String, control_plane: bool) -> AgentConfig {
+    AgentConfig {
+        node_name: node.node_name.clone().unwrap_or_else(super::default_node_name),
+        node_ip: node.node_ip.clone().unwrap_or_else(super::default_node_ip),
+        labels: node.node_label.clone(),
+        taints: node.node_taint.clone(),
+        data_dir: data_dir.to_path_buf(),
+        control_plane,
+        cluster_cidr: cluster_cidr.to_string(),
+        cluster_dns: node.cluster_dns.clone(),
+        cluster_domain: node.cluster_domain.clone(),
+        streaming_port: node.kubelet_port,
+        ca_pem,
+        registries: node.private_registry.clone(),
+        bridge: node.bridge.clone(),
+        nft_table: DEFAULT_NFT_TABLE.into(),
+    }
+}
+
+/// Records the agent's pid so `skiff killall` can stop it.
+pub fn write_pid(data_dir: &Path) {
+    let dir = data_dir.join("agent");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("skiff.pid"), std::process::id().to_string());
+}
+
+pub fn run_agent(args: AgentArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skiff-agent")
+        .build()?;
+    rt.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (client, ca_pem) = connect(&args).await?;
+        write_pid(&args.data_dir);
+        let cfg = config(&args.node, &args.data_dir, &args.cluster_cidr, ca_pem, false);
+        tokio::select! {
+            r = super::run(client, cfg) => r,
+            _ = shutdown_signal() => Ok(()),
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A client from `--kubeconfig`, or from `--server` + `--token` with the CA
+/// fetched from the server and checked against the token's hash.
+async fn connect(args: &AgentArgs) -> Result<(kube::Client, String)> {
+    if let Some(path) = &args.kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+        let ca = kc
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref()?.certificate_authority_data.clone())
+            .map(|b64| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        return Ok((kube::Client::try_from(config)?, ca));
+    }
+    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+        bail!("skiff agent needs --server and --token (or --kubeconfig)");
+    };
+    let ca_pem = fetch_ca(server, token).await?;
+    let der = pem_to_der(&ca_pem)?;
+    let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
+    config.root_cert = Some(vec![der]);
+    config.auth_info.token = Some(token.clone().into());
+    Ok((kube::Client::try_from(config)?, ca_pem))
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| anyhow::anyhow!("CA is not PEM: {e}"))?;
+    Ok(p.contents)
+}
+
+/// GET /cacerts without trusting the server, then the token decides.
+async fn fetch_ca(server: &str, token: &str) -> Result<String> {
+    let expected = token
+        .strip_prefix("K10")
+        .and_then(|t| t.split("::").next())
+        .map(str::to_string);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    let pem = client
+        .get(format!("{}/cacerts", server.trim_end_matches('/')))
+        .send()
+        .await
+        .with_context(|| format!("fetching the CA from {server}"))?
+        .error_for_status()?
+        .text()
+        .await?;
+    if let Some(hash) = expected {
+        let got = crate::pki::ca_hash(&pem)?;
+        if got != hash {
+            bail!("the server's CA does not match the join token (sha256 {got}, token says {hash})");
+        }
+    }
+    Ok(pem)
+}
+
+pub fn killall(args: KillallArgs) -> Result<()> {
+    let agent_dir = args.data_dir.join("agent");
+    // 1. The agent process itself.
+    if let Ok(pid) = std::fs::read_to_string(agent_dir.join("skiff.pid"))
+        && let Ok(pid) = pid.trim().parse::<i32>()
+        && pid != std::process::id() as i32
+        && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.to_string_lossy().contains("skiff"))
+    {
+        // SAFETY: plain kill(2) on a pid we read; checked to be a skiff process.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_file(agent_dir.join("skiff.pid"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        // 2. Containers and the keeper.
+        if agent_dir.join("rt").exists() {
+            match super::runtime::Runtime::connect_or_spawn(&agent_dir.join("rt")).await {
+                Ok(r) => {
+                    if let Err(e) = r.shutdown(true).await {
+                        eprintln!("skiff killall: stopping containers: {e:#}");
+                    }
+                }
+                Err(e) => eprintln!("skiff killall: runtime: {e:#}"),
+            }
+        }
+        // 3. Network: sandboxes, bridge, nftables.
+        let net = super::network::NetConfig {
+            state_dir: agent_dir.join("net"),
+            bridge: args.bridge.clone(),
+            pod_cidr: String::new(),
+            cluster_cidr: String::new(),
+            nft_table: DEFAULT_NFT_TABLE.into(),
+        };
+        if let Err(e) = super::network::remove_all(&net).await {
+            eprintln!("skiff killall: network: {e:#}");
+        }
+    });
+    // 4. Mounts below the agent dir (rootfs overlays, tmpfs volumes, namespaces).
+    unmount_below(&agent_dir);
+    // 5. Pod cgroups.
+    remove_cgroup_tree("/kubepods");
+    println!("skiff killall: node {} is clean", args.data_dir.display());
+    Ok(())
+}
+
+pub fn unmount_below(dir: &Path) {
+    let prefix = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let prefix = prefix.display().to_string();
+    for _ in 0..3 {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut targets: Vec<String> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|t| t.starts_with(&prefix))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in targets {
+            let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// rmdir every cgroup below `path`, deepest first, in every hierarchy.
+pub fn remove_cgroup_tree(path: &str) {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            roots.push(e.path());
+        }
+    }
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        let base = root.join(path.trim_start_matches('/'));
+        if !base.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        collect_dirs(&base, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+fn collect_dirs(d: &Path, out: &mut Vec<PathBuf>) {
+    out.push(d.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}

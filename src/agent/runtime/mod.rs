@@ -1,0 +1,90 @@
+//! The container runtime: youki's `libcontainer`, driven in a separate,
+//! single-threaded helper process (the "runtime keeper", `skiff
+//! __runtime-keeper`), never from the agent's tokio threads.
+//!
+//! Layout of the state dir (keep it short: unix socket paths ≤ 108 bytes):
+//! `keeper.sock` (requests, see `proto`), `console.sock` (pty masters from
+//! libcontainer), `keeper.lock` (one keeper per dir), `keeper.pid`,
+//! `keeper.log`, `c/<id>/` (libcontainer state), `x/` (exec process specs).
+//!
+//! This module only uses external crates (no `crate::` paths), so that
+//! `tests/runtime.rs` can compile it in and drive a keeper run from the
+//! real `skiff` binary.
+
+mod client;
+mod keeper;
+mod logs;
+mod proto;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+pub use client::Runtime;
+
+/// What the keeper needs to run one container. The caller has written
+/// `bundle/config.json` (OCI runtime spec, absolute `root.path`, explicit
+/// `linux.cgroupsPath`) and mounted the rootfs.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ContainerSpec {
+    /// Unique container id (libcontainer id, `[a-z0-9-]`, ≤ 64 chars).
+    pub id: String,
+    pub bundle: PathBuf,
+    /// CRI-format log file the keeper writes stdout/stderr to (rotated by size).
+    pub log_path: PathBuf,
+    /// Keep a stdin pipe open (`stdin: true` in the Pod spec).
+    pub stdin: bool,
+    /// Close stdin after the first attach disconnects.
+    pub stdin_once: bool,
+    pub tty: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code; 128+N when killed by signal N.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub id: String,
+    /// Init pid (host pid namespace).
+    pub pid: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    pub log_path: PathBuf,
+    /// None while running.
+    pub exit: Option<ExitStatus>,
+}
+
+/// A process to run inside a running container (`kubectl exec`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ExecSpec {
+    pub args: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// A running exec. With `tty`, `stdout` carries the terminal's output and
+/// `stderr` is None.
+pub struct ExecSession {
+    pub stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    pub stdout: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    pub stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    /// Resizes the terminal (tty only): (width, height).
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
+    /// Resolves to the exit code.
+    pub exit: tokio::sync::oneshot::Receiver<i32>,
+}
+
+/// Entry point of the keeper process (`skiff __runtime-keeper --state-dir D`):
+/// single-threaded, started by `Runtime::connect_or_spawn`.
+pub fn keeper_main(state_dir: &Path) -> Result<()> {
+    keeper::run(state_dir)
+}
