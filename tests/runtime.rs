@@ -55,7 +55,7 @@ impl Env {
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         let cg_base = format!(
-            "/skiff-test/{}-{}",
+            "/skiff-rt-test/{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
@@ -127,12 +127,23 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.state().join("keeper.log")).unwrap_or_default();
+            eprintln!("--- keeper.log ---\n{log}");
+        }
         // Best effort after a failed assertion: keeper, then anything left
         // in the test's cgroups, then the cgroups themselves.
         if let Ok(pid) = std::fs::read_to_string(self.state().join("keeper.pid"))
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
             unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Gone (reaped by the spawner's thread) before its cgroups go.
+            for _ in 0..500 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let procs_root =
             PathBuf::from("/sys/fs/cgroup/pids").join(self.cg_base.trim_start_matches('/'));
@@ -155,7 +166,12 @@ impl Drop for Env {
             std::thread::sleep(Duration::from_millis(20));
         }
         runtime::spec::remove_cgroup(&self.cg_base);
-        runtime::spec::remove_cgroup("/skiff-test");
+        // The shared parent only if empty (other tests may use it).
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_dir(e.path().join("skiff-rt-test"));
+            }
+        }
     }
 }
 

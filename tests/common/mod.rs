@@ -23,6 +23,9 @@ pub struct Server {
     child: Child,
     /// Extra flags given to [`Server::start_with`]; reused on restart.
     extra_args: Vec<String>,
+    /// Held while a server with a real node agent runs: agents share the
+    /// host's bridge and nftables table, so they run one at a time.
+    agent_lock: Option<File>,
 }
 
 impl Server {
@@ -35,11 +38,17 @@ impl Server {
     /// Like [`Server::start`], with extra `skiff server` flags (kept across
     /// [`Server::restart_kill9`]).
     pub fn start_with(extra_args: &[&str]) -> Server {
+        Server::start_with_prepared(extra_args, |_| {})
+    }
+
+    /// Like [`Server::start_with`], after `prepare` filled the data dir.
+    pub fn start_with_prepared(extra_args: &[&str], prepare: impl FnOnce(&Path)) -> Server {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let dir = tempfile::Builder::new()
             .prefix("skiff-test-")
             .tempdir()
             .expect("creating temp dir");
+        prepare(dir.path());
         let kubeconfig = dir.path().join("kc.yaml");
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -53,6 +62,7 @@ impl Server {
                         kubeconfig,
                         child,
                         extra_args,
+                        agent_lock: None,
                     };
                 }
                 Err(e) => {
@@ -223,7 +233,147 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         kill_and_wait(&mut self.child);
+        if self.agent_lock.is_some() {
+            // Containers, mounts, interfaces and nftables state go with the test.
+            let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .args(["killall", "--data-dir"])
+                .arg(self.dir.path())
+                .output();
+            if let Ok(o) = out
+                && !o.status.success()
+            {
+                eprintln!("skiff killall: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
     }
+}
+
+/// Node name the agent tests register.
+pub const NODE: &str = "skiff-test-node";
+
+impl Server {
+    /// A server with its embedded node agent (node [`NODE`], node IP
+    /// 127.0.0.1), the busybox test image pre-loaded for air-gap import as
+    /// `docker.io/library/busybox:test`; waits until the node is Ready.
+    /// Agent tests run one at a time (they share the bridge).
+    pub fn start_agent(extra: &[&str]) -> Server {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/skiff-agent-tests.lock")
+            .expect("lock file");
+        // SAFETY: flock on an fd we own; released when the File is dropped.
+        unsafe {
+            libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
+        }
+        let kubelet_port = free_port().to_string();
+        let mut args: Vec<&str> = vec![
+            "--node-name",
+            NODE,
+            "--node-ip",
+            "127.0.0.1",
+            "--kubelet-port",
+            &kubelet_port,
+        ];
+        args.extend_from_slice(extra);
+        let mut s = Server::start_with_prepared(&args, |dir| {
+            let images = dir.join("agent").join("images");
+            std::fs::create_dir_all(&images).unwrap();
+            std::fs::write(images.join("busybox.tar"), busybox_archive()).unwrap();
+        });
+        s.agent_lock = Some(lock);
+        s.wait_node_ready();
+        s
+    }
+
+    pub fn wait_node_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.kubectl(&[
+                "get",
+                "node",
+                NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.starts_with("True 10.42.") {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "node {NODE} not ready: {text:?}\n--- server log ---\n{}",
+                    log_tail(self.dir.path(), 80)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A `docker save` archive of a one-layer image made of busybox-static
+/// with its applets linked, an /etc/passwd with root and nobody, and a
+/// page for httpd under /www.
+pub fn busybox_archive() -> Vec<u8> {
+    use sha2::Digest;
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox: apt-get install busybox-static");
+    let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    for d in ["bin/", "etc/", "tmp/", "www/", "root/", "home/", "var/", "proc/", "sys/", "dev/"] {
+        let mut h = header(tar::EntryType::Directory, if d == "tmp/" { 0o1777 } else { 0o755 }, 0);
+        layer.append_data(&mut h, d, std::io::empty()).unwrap();
+    }
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    layer.append_data(&mut h, "bin/busybox", busybox.as_slice()).unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet == "busybox" || applet.is_empty() {
+            continue;
+        }
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        layer
+            .append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    for (path, data) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"),
+        ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        ("www/index.html", "hello from skiff\n"),
+    ] {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        layer.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    let layer = layer.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&layer)));
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::json!([{"Config": "config.json", "RepoTags": ["busybox:test"], "Layers": ["layer.tar"]}]);
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, data) in [("manifest.json", &manifest), ("config.json", &config), ("layer.tar", &layer)] {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        out.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    out.into_inner().unwrap()
 }
 
 /// A port that was free a moment ago.
@@ -249,7 +399,12 @@ fn spawn(dir: &Path, port: u16, kubeconfig: &Path, extra_args: &[String]) -> Chi
         .arg("127.0.0.1")
         .arg("--write-kubeconfig")
         .arg(kubeconfig)
-        .arg("--disable-agent")
+        // Agent tests name their node; all others run the control plane only.
+        .args(if extra_args.iter().any(|a| a == "--node-name") {
+            None
+        } else {
+            Some("--disable-agent")
+        })
         // Don't pick up a config file or settings from the environment.
         .arg("--config")
         .arg(dir.join("no-such-config.yaml"))

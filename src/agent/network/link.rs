@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
+use sha2::Digest;
 
 const EEXIST: i32 = libc::EEXIST;
 const ENODEV: i32 = libc::ENODEV;
@@ -80,13 +82,31 @@ pub fn attached_and_up(link: &LinkMessage, bridge_index: u32) -> bool {
             .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == bridge_index))
 }
 
+/// A locally administered unicast MAC derived from the bridge name.
+fn bridge_mac(name: &str) -> [u8; 6] {
+    let h = sha2::Sha256::digest(name.as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&h[..6]);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 /// Creates the bridge if missing, gives it `gateway/prefix`, brings it up.
 pub async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<u32> {
     let index = match link_index(h, name).await? {
         Some(i) => i,
         None => {
-            exists_ok(h.link().add(LinkBridge::new(name).build()).execute().await)
-                .with_context(|| format!("creating bridge {name}"))?;
+            // A fixed MAC: otherwise the bridge takes the lowest port MAC,
+            // which changes as pods come and go and stales the pods' ARP
+            // entry for their gateway.
+            let mac = bridge_mac(name);
+            exists_ok(
+                h.link()
+                    .add(LinkBridge::new(name).address(mac.to_vec()).build())
+                    .execute()
+                    .await,
+            )
+            .with_context(|| format!("creating bridge {name}"))?;
             link_index(h, name)
                 .await?
                 .with_context(|| format!("bridge {name} vanished after creation"))?
@@ -139,18 +159,29 @@ pub async fn create_veth(h: &Handle, host: &str, netns_fd: RawFd) -> Result<u32>
         .with_context(|| format!("veth {host} vanished after creation"))
 }
 
-/// Enslaves `index` to the bridge and brings it up.
+/// Enslaves `index` to the bridge with hairpin mode (a pod reaching itself
+/// through a Service IP comes back out of its own port), then brings it up:
+/// up-and-attached marks a finished sandbox.
 pub async fn attach(h: &Handle, index: u32, bridge_index: u32) -> Result<()> {
     h.link()
         .set(
             LinkUnspec::new_with_index(index)
                 .controller(bridge_index)
-                .up()
                 .build(),
         )
         .execute()
         .await
-        .context("attaching veth to bridge")
+        .context("attaching veth to bridge")?;
+    h.link()
+        .set_port(LinkBridgePort::new(index).hairpin(true).build())
+        .execute()
+        .await
+        .context("setting hairpin mode")?;
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .context("bringing veth up")
 }
 
 /// Inside the pod netns: `lo` up, `eth0` with `ip/prefix` up, default route

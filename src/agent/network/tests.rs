@@ -129,7 +129,6 @@ async fn network_two_pods_end_to_end() {
 
     // The masquerade rule: from the pod CIDR, not to the cluster or pod CIDR.
     let table = nft_table_json(&cfg.nft_table).expect("nft table exists");
-    let _ = std::process::Command::new("/usr/sbin/nft").args(["list", "table", "ip", &cfg.nft_table]).status();
     for needle in [
         "\"masquerade\"",
         "\"postrouting\"",
@@ -168,6 +167,14 @@ async fn network_two_pods_end_to_end() {
     );
     assert!(mountinfo_mentions(&a.netns));
     assert!(link_exists(&veth_name("pod-a")).await);
+    let hairpin = format!("/sys/class/net/{}/brport/hairpin_mode", veth_name("pod-a"));
+    assert_eq!(std::fs::read_to_string(hairpin).unwrap().trim(), "1");
+    let mac = format!("/sys/class/net/{}/addr_assign_type", cfg.bridge);
+    assert_eq!(
+        std::fs::read_to_string(mac).unwrap().trim(),
+        "3",
+        "bridge MAC is fixed"
+    );
 
     // Hostname lives in the pod's UTS namespace only.
     let name = netns::in_ns(&a.utsns, CloneFlags::CLONE_NEWUTS, || {

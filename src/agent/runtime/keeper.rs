@@ -206,6 +206,13 @@ pub fn run(state_dir: &Path) -> Result<()> {
         libc::dup2(log.as_raw_fd(), 2);
     }
     drop(log);
+    // libcontainer reports the cause of a failure through tracing only.
+    let filter = std::env::var("SKIFF_KEEPER_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     // libcontainer chdirs back and forth; start from a directory that
     // cannot disappear.
     std::env::set_current_dir("/")?;

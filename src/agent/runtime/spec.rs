@@ -47,6 +47,7 @@ pub struct ContainerConfig {
     pub mounts: Vec<MountSpec>,
     /// Namespaces to join by path; None = the host's.
     pub netns: Option<PathBuf>,
+    /// With `hostname` and no `utsns`, the container gets a new UTS namespace.
     pub utsns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub hostname: Option<String>,
@@ -218,6 +219,36 @@ const SECCOMP_DENY: &[(&str, Option<&str>)] = &[
     ("vm86old", None),
 ];
 
+const NOFILE: u64 = 1048576;
+
+fn has_cap_sys_resource() -> bool {
+    // Bit 24 = CAP_SYS_RESOURCE.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+fn own_nofile_hard() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    r.rlim_max
+}
+
+fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `net_admin` / `CAP_NET_ADMIN` / `all` → `CAP_NET_ADMIN` / `ALL`.
 fn cap_name(s: &str) -> String {
     let up = s.trim().to_ascii_uppercase();
@@ -286,6 +317,15 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
 /// The `config.json` value for `c` (exposed for tests and debugging).
 pub fn spec_json(c: &ContainerConfig) -> Value {
     let caps = capabilities(c);
+    // Raising RLIMIT_NOFILE's hard limit and lowering oom_score_adj need
+    // CAP_SYS_RESOURCE, which some sandboxes withhold even from root; the
+    // runtime then stays within what it may set instead of failing.
+    let privileged_resources = has_cap_sys_resource();
+    let nofile: u64 = if privileged_resources {
+        NOFILE
+    } else {
+        own_nofile_hard().min(NOFILE)
+    };
     let mut process = json!({
         "terminal": c.tty,
         "user": {"uid": c.uid, "gid": c.gid},
@@ -295,7 +335,7 @@ pub fn spec_json(c: &ContainerConfig) -> Value {
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
     });
     if !c.additional_gids.is_empty() {
         process["user"]["additionalGids"] = json!(c.additional_gids);
@@ -306,6 +346,11 @@ pub fn spec_json(c: &ContainerConfig) -> Value {
         process["noNewPrivileges"] = json!(true);
     }
     if let Some(adj) = c.oom_score_adj {
+        let adj = if privileged_resources {
+            adj
+        } else {
+            adj.max(own_oom_score_adj())
+        };
         process["oomScoreAdj"] = json!(adj);
     }
     if !c.env.iter().any(|e| e.starts_with("PATH=")) {
@@ -409,6 +454,10 @@ pub fn spec_json(c: &ContainerConfig) -> Value {
         if let Some(p) = path {
             namespaces.push(json!({"type": typ, "path": p}));
         }
+    }
+    // A hostname needs a UTS namespace of its own when none is joined.
+    if c.utsns.is_none() && c.hostname.is_some() {
+        namespaces.push(json!({"type": "uts"}));
     }
 
     let mut resources = json!({

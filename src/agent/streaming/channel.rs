@@ -5,7 +5,14 @@
 use base64::Engine;
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use futures::SinkExt;
+use futures::stream::SplitSink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -149,6 +156,52 @@ pub fn accept_headers(
         ));
     }
     Ok(out)
+}
+
+/// The sending half of a channel-protocol WebSocket: one writer task, fed
+/// by any number of pumps. Dropping every clone (or `close`) ends it.
+#[derive(Clone)]
+pub struct WsOut {
+    tx: mpsc::Sender<Message>,
+    pub proto: Proto,
+}
+
+impl WsOut {
+    pub fn spawn<S>(
+        mut sink: SplitSink<WebSocketStream<S>, Message>,
+        proto: Proto,
+    ) -> (WsOut, tokio::task::JoinHandle<()>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<Message>(64);
+        let task = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let last = matches!(m, Message::Close(_));
+                if sink.send(m).await.is_err() || last {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        (WsOut { tx, proto }, task)
+    }
+
+    /// false once the connection is gone.
+    pub async fn send(&self, channel: u8, data: &[u8]) -> bool {
+        self.tx.send(self.proto.encode(channel, data)).await.is_ok()
+    }
+
+    /// A normal close (1000), after everything queued before it.
+    pub async fn close(&self) {
+        let _ = self
+            .tx
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
+    }
 }
 
 #[cfg(test)]

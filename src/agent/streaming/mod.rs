@@ -1,14 +1,42 @@
 //! The agent's streaming endpoint (port 10250): container logs, exec,
 //! attach, port-forward, as the kubelet serves them to the API server.
 //!
-//! INTERFACE STUB — the implementation replaces the bodies, not the surface.
+//! HTTPS with a required client certificate from the cluster CA; the API
+//! server relays `pods/{log,exec,attach,portforward}` here. Paths as the
+//! kubelet's: `/containerLogs/{ns}/{pod}/{container}`,
+//! `/exec|attach/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`.
 
+pub mod channel;
+pub mod exec;
+pub mod logs;
+mod netns;
+pub mod portforward;
+pub mod spdy;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde_json::json;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 
-use crate::agent::runtime::Runtime;
+use crate::agent::runtime::{ExecSession, ExecSpec, Runtime};
 
 /// A container as the streaming endpoint sees it.
 #[derive(Clone, Debug)]
@@ -48,6 +76,492 @@ pub struct Config {
     pub key_pem: String,
 }
 
-pub async fn serve(_config: Config, _pods: Arc<dyn Pods>, _runtime: Runtime) -> Result<()> {
-    anyhow::bail!("streaming not implemented")
+/// What exec and attach need from the runtime; a trait so that tests can
+/// stand in for it.
+pub trait ContainerIo: Send + Sync + 'static {
+    fn exec<'a>(&'a self, id: &'a str, spec: ExecSpec) -> BoxFuture<'a, Result<ExecSession>>;
+    fn attach_stdin<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn AsyncWrite + Send + Unpin>>>;
+}
+
+impl ContainerIo for Runtime {
+    fn exec<'a>(&'a self, id: &'a str, spec: ExecSpec) -> BoxFuture<'a, Result<ExecSession>> {
+        Box::pin(Runtime::exec(self, id, spec))
+    }
+    fn attach_stdin<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn AsyncWrite + Send + Unpin>>> {
+        Box::pin(Runtime::attach_stdin(self, id))
+    }
+}
+
+/// Binds `config.bind` and serves until the task is dropped.
+pub async fn serve(config: Config, pods: Arc<dyn Pods>, runtime: Runtime) -> Result<()> {
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding the streaming endpoint on {}", config.bind))?;
+    serve_listener(listener, config, pods, Arc::new(runtime)).await
+}
+
+/// Serves on an already-bound listener (`config.bind` is ignored).
+pub async fn serve_listener(
+    listener: TcpListener,
+    config: Config,
+    pods: Arc<dyn Pods>,
+    io: Arc<dyn ContainerIo>,
+) -> Result<()> {
+    let acceptor = tls_acceptor(&config)?;
+    let state = Arc::new(State { pods, io });
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("streaming accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, state) = (acceptor.clone(), state.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%peer, "streaming TLS handshake: {e}");
+                    return;
+                }
+            };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::api::auth::user_from_cert(c));
+            let allowed = user.as_ref().is_some_and(|u| {
+                u.name == KUBELET_CLIENT_CN || u.groups.iter().any(|g| g == "system:masters")
+            });
+            let name = user.map(|u| u.name).unwrap_or_default();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                let name = name.clone();
+                async move {
+                    Ok::<_, Infallible>(if allowed {
+                        route(&state, req).await
+                    } else {
+                        text(
+                            StatusCode::FORBIDDEN,
+                            &format!("Forbidden (user={name}, verb=get, resource=nodes, subresource=proxy)"),
+                        )
+                    })
+                }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%peer, "streaming connection: {e}");
+            }
+        });
+    }
+}
+
+/// The API server's identity towards agents (upstream's name).
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
+fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(config.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("streaming serving certificate")?;
+    let key =
+        PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes()).context("streaming serving key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(config.client_ca_pem.as_bytes()) {
+        roots.add(c.context("client CA certificate")?)?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    // Upgrades need HTTP/1.1.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+}
+
+/// A self-signed serving certificate for the agent's endpoint (the API
+/// server does not verify it, as upstream's default). Returns (cert, key) PEM.
+pub fn kubelet_serving_cert(node_name: &str, ips: &[IpAddr]) -> Result<(String, String)> {
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("{node_name}@{}", chrono::Utc::now().timestamp()));
+    params.distinguished_name = dn;
+    let mut sans = vec![SanType::DnsName(node_name.to_string().try_into()?)];
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = sans;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(365);
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+// ----------------------------------------------------------------- routing
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+struct State {
+    pods: Arc<dyn Pods>,
+    io: Arc<dyn ContainerIo>,
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn text(code: StatusCode, msg: &str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(msg.to_string()))
+        .unwrap()
+}
+
+/// A `Status` body: what kubectl decodes from a refused upgrade.
+fn status(code: StatusCode, msg: &str) -> Response<Body> {
+    let reason = match code {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::FORBIDDEN => "Forbidden",
+        _ => "InternalError",
+    };
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": msg, "reason": reason, "code": code.as_u16(),
+    });
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(serde_json::to_vec(&body).unwrap_or_default()))
+        .unwrap()
+}
+
+fn lookup_error(e: LookupError, as_status: bool) -> Response<Body> {
+    let (code, msg) = match e {
+        LookupError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+        LookupError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+    };
+    if as_status {
+        status(code, &msg)
+    } else {
+        text(code, &msg)
+    }
+}
+
+fn upgrade_token(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let readable = method == Method::GET;
+    let upgradable = method == Method::GET || method == Method::POST;
+    match segs.as_slice() {
+        ["containerLogs", ns, pod, c] if readable => container_logs(state, ns, pod, c, &query),
+        ["exec", ns, pod, c] | ["exec", ns, pod, _, c] if upgradable => {
+            exec_or_attach(state, req, ns, pod, c, &query, false)
+        }
+        ["attach", ns, pod, c] | ["attach", ns, pod, _, c] if upgradable => {
+            exec_or_attach(state, req, ns, pod, c, &query, true)
+        }
+        ["portForward", ns, pod] | ["portForward", ns, pod, _] if upgradable => {
+            port_forward(state, req, ns, pod, &query)
+        }
+        ["containerLogs" | "exec" | "attach" | "portForward", ..] => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed")
+        }
+        _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+fn container_logs(
+    state: &Arc<State>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    query: &[(String, String)],
+) -> Response<Body> {
+    let opts = match logs::LogOptions::from_query(query) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    let cref = match state.pods.container(ns, pod, container) {
+        Ok(c) => c,
+        Err(e) => return lookup_error(e, false),
+    };
+    let path = if opts.previous {
+        match cref.previous_log_path.clone() {
+            Some(p) => p,
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("previous terminated container {container:?} in pod {pod:?} not found"),
+                );
+            }
+        }
+    } else {
+        cref.log_path.clone()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let running = running_check(state, ns, pod, container, &cref);
+    tokio::spawn(async move {
+        if let Err(e) = logs::stream(path, opts, tx, running).await {
+            tracing::debug!("container logs: {e}");
+        }
+    });
+    let body = StreamBody::new(
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b))),
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(BodyExt::boxed(body))
+        .unwrap()
+}
+
+/// Whether this instance of the container still runs (a restart is a new
+/// instance: its id differs).
+fn running_check(
+    state: &Arc<State>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    cref: &ContainerRef,
+) -> impl Fn() -> bool + Send + Sync + 'static {
+    let pods = state.pods.clone();
+    let (ns, pod, container, id) = (
+        ns.to_string(),
+        pod.to_string(),
+        container.to_string(),
+        cref.id.clone(),
+    );
+    move || {
+        pods.container(&ns, &pod, &container)
+            .map(|c| c.running && c.id == id)
+            .unwrap_or(false)
+    }
+}
+
+/// Answers a WebSocket handshake: the negotiated protocol and the 101, or
+/// the refusal.
+fn ws_handshake(
+    req: &Request<Incoming>,
+    supported: &[&str],
+) -> Result<(Option<String>, Response<Body>), Response<Body>> {
+    let offered = channel::offered_protocols(req.headers());
+    let proto = channel::negotiate(&offered, supported)
+        .map_err(|e| status(StatusCode::BAD_REQUEST, &e))?;
+    let headers = channel::accept_headers(req.headers(), proto.as_deref())
+        .map_err(|e| status(StatusCode::BAD_REQUEST, &e))?;
+    let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for (k, v) in headers {
+        resp = resp.header(k, v);
+    }
+    Ok((proto, resp.body(full(Bytes::new())).unwrap()))
+}
+
+async fn upgraded_ws(
+    on: hyper::upgrade::OnUpgrade,
+) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
+    match on.await {
+        Ok(up) => Some(WebSocketStream::from_raw_socket(TokioIo::new(up), WsRole::Server, None).await),
+        Err(e) => {
+            tracing::debug!("streaming upgrade: {e}");
+            None
+        }
+    }
+}
+
+fn exec_or_attach(
+    state: &Arc<State>,
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    query: &[(String, String)],
+    attach: bool,
+) -> Response<Body> {
+    let opts = match exec::ExecOptions::from_query(query) {
+        Ok(o) => o,
+        Err(e) => return status(StatusCode::BAD_REQUEST, &e),
+    };
+    if !attach && opts.command.is_empty() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one command for the container",
+        );
+    }
+    let cref = match state.pods.container(ns, pod, container) {
+        Ok(c) => c,
+        Err(e) => return lookup_error(e, true),
+    };
+    if !cref.running {
+        return status(
+            StatusCode::BAD_REQUEST,
+            &format!("container {container:?} in pod {pod:?} is not running"),
+        );
+    }
+    if !channel::is_websocket(req.headers()) {
+        let msg = if upgrade_token(&req).starts_with("spdy/") {
+            "exec and attach are served over WebSocket (v5.channel.k8s.io), not SPDY"
+        } else {
+            "Upgrade request required"
+        };
+        return status(StatusCode::BAD_REQUEST, msg);
+    }
+    let (proto, resp) = match ws_handshake(&req, channel::EXEC_PROTOCOLS) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let proto = channel::Proto::from_name(proto.as_deref());
+    let on = hyper::upgrade::on(&mut req);
+    let io = state.io.clone();
+    let running = running_check(state, ns, pod, container, &cref);
+    tokio::spawn(async move {
+        let Some(ws) = upgraded_ws(on).await else {
+            return;
+        };
+        if attach {
+            let target = exec::AttachTarget {
+                id: cref.id.clone(),
+                log_path: cref.log_path.clone(),
+                stdin: cref.stdin,
+            };
+            exec::attach(ws, proto, opts, io, target, running).await;
+        } else {
+            exec::exec(ws, proto, opts, io, cref.id.clone()).await;
+        }
+    });
+    resp
+}
+
+const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+
+fn port_forward(
+    state: &Arc<State>,
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    query: &[(String, String)],
+) -> Response<Body> {
+    let netns = match state.pods.netns(ns, pod) {
+        Ok(p) => p,
+        Err(e) => return lookup_error(e, true),
+    };
+    let target = Arc::new(portforward::Target {
+        netns,
+        pod: format!("{ns}/{pod}"),
+    });
+    if channel::is_websocket(req.headers()) {
+        let (proto, resp) = match ws_handshake(&req, channel::PORT_FORWARD_PROTOCOLS) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let tunnel = proto.as_deref() == Some(channel::SPDY_TUNNEL);
+        let ports = if tunnel {
+            Vec::new()
+        } else {
+            match portforward::parse_ports(query) {
+                Ok(p) if p.is_empty() => {
+                    return status(StatusCode::BAD_REQUEST, "query parameter \"port\" is required");
+                }
+                Ok(p) => p,
+                Err(e) => return status(StatusCode::BAD_REQUEST, &e),
+            }
+        };
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Some(ws) = upgraded_ws(on).await else {
+                return;
+            };
+            if tunnel {
+                let (r, w) = tokio::io::split(portforward::ws_tunnel(ws));
+                portforward::serve_spdy(r, w, target).await;
+            } else {
+                let proto = channel::Proto::from_name(proto.as_deref());
+                portforward::serve_channels(ws, proto, ports, target).await;
+            }
+        });
+        return resp;
+    }
+    if upgrade_token(&req) != "spdy/3.1" {
+        return status(StatusCode::BAD_REQUEST, "Upgrade request required");
+    }
+    // SPDY's own protocol negotiation (`X-Stream-Protocol-Version`).
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !offered.is_empty() && !offered.iter().any(|p| p == PORT_FORWARD_PROTOCOL) {
+        return status(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{PORT_FORWARD_PROTOCOL:?}]"
+            ),
+        );
+    }
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => {
+                let (r, w) = tokio::io::split(TokioIo::new(up));
+                portforward::serve_spdy(r, w, target).await;
+            }
+            Err(e) => tracing::debug!("port-forward upgrade: {e}"),
+        }
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1");
+    if !offered.is_empty() {
+        resp = resp.header(
+            "X-Stream-Protocol-Version",
+            HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
+        );
+    }
+    resp.body(full(Bytes::new())).unwrap()
 }

@@ -1,0 +1,454 @@
+//! The node agent end to end with kubectl against `skiff server` and its
+//! embedded agent: real containers (libcontainer), the pod network, volumes,
+//! probes, restarts, streams, and cleanup. The busybox image is built from
+//! Debian's busybox-static and imported air-gapped (see common::busybox_archive).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{NODE, Server};
+use serde_json::Value;
+
+fn get_pod(s: &Server, name: &str) -> Value {
+    let out = s.kubectl_ok(&["get", "pod", name, "-o", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Polls the pod until `pred` holds; panics with the pod and the log tail.
+fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}", v["status"], s.log_tail(60));
+            }
+        } else if Instant::now() > deadline {
+            panic!("pod {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ready(v: &Value) -> bool {
+    v["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn container_status<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+fn http_get(ip: &str, port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect((ip, port)).expect("connect to pod");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m.starts_with(&prefix))
+        .collect()
+}
+
+fn links() -> String {
+    String::from_utf8_lossy(&std::process::Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).to_string()
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config}
+data: {greeting: hello-config, mode: "fast"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secret}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web, tier: front}
+  annotations: {note: "an annotation"}
+spec:
+  containers:
+  - name: web
+    image: busybox:test
+    imagePullPolicy: IfNotPresent
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{containerPort: 8080, name: http}]
+    readinessProbe:
+      httpGet: {path: /index.html, port: http}
+      periodSeconds: 1
+    resources:
+      requests: {cpu: 100m, memory: 32Mi}
+      limits: {cpu: 500m, memory: 64Mi}
+    env:
+    - {name: LITERAL, value: plain}
+    - {name: EXPANDED, value: "$(LITERAL)-x"}
+    - name: FROM_CM
+      valueFrom: {configMapKeyRef: {name: web-config, key: greeting}}
+    - name: FROM_SECRET
+      valueFrom: {secretKeyRef: {name: web-secret, key: password}}
+    - name: MY_POD
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: MY_NODE
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    - name: MEM_LIMIT
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
+    envFrom:
+    - prefix: CM_
+      configMapRef: {name: web-config}
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: mem, mountPath: /mem}
+    - {name: cm, mountPath: /etc/cm}
+    - {name: sec, mountPath: /etc/sec}
+    - {name: info, mountPath: /etc/info}
+    - {name: proj, mountPath: /etc/proj}
+    - {name: host, mountPath: /host}
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 8Mi}}
+  - {name: cm, configMap: {name: web-config}}
+  - {name: sec, secret: {secretName: web-secret}}
+  - name: info
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+  - name: proj
+    projected:
+      sources:
+      - configMap: {name: web-config, items: [{key: mode, path: cm-mode}]}
+      - secret: {name: web-secret}
+      - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+  - name: host
+    hostPath: {path: HOSTDIR, type: DirectoryOrCreate}
+"#;
+
+#[test]
+fn pod_runs_serves_and_shows_its_env_and_volumes() {
+    let s = Server::start_agent(&[]);
+    let hostdir = s.dir.path().join("hostpath-vol");
+    let manifest = WEB.replace("HOSTDIR", &hostdir.display().to_string());
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest);
+    let pod = wait_pod(&s, "web", 60, "Ready", ready);
+
+    // Status as upstream reports it.
+    let st = &pod["status"];
+    assert_eq!(st["phase"], "Running");
+    assert_eq!(st["hostIP"], "127.0.0.1");
+    assert_eq!(st["qosClass"], "Burstable");
+    let ip = st["podIP"].as_str().expect("podIP").to_string();
+    assert!(ip.starts_with("10.42."), "pod IP {ip}");
+    let cs = container_status(&pod, "web");
+    assert_eq!(cs["ready"], true);
+    assert_eq!(cs["restartCount"], 0);
+    assert!(cs["containerID"].as_str().unwrap().starts_with("skiff://"), "{cs}");
+    assert!(cs["imageID"].as_str().unwrap().contains("@sha256:"), "{cs}");
+    assert!(cs["state"]["running"]["startedAt"].is_string());
+
+    // It serves HTTP on its pod IP, through the bridge.
+    let body = http_get(&ip, 8080, "/index.html");
+    assert!(body.contains("200 OK") && body.contains("hello from skiff"), "{body}");
+
+    // Environment.
+    let env = s.kubectl_ok(&["exec", "web", "--", "env"]);
+    for want in [
+        "LITERAL=plain",
+        "EXPANDED=plain-x",
+        "FROM_CM=hello-config",
+        "FROM_SECRET=s3cret",
+        "MY_POD=web",
+        &format!("MY_NODE={NODE}"),
+        "MEM_LIMIT=64",
+        "CM_greeting=hello-config",
+        "CM_mode=fast",
+        "KUBERNETES_SERVICE_HOST=10.43.0.1",
+    ] {
+        assert!(env.lines().any(|l| l == want), "missing {want} in\n{env}");
+    }
+    // Volumes.
+    let sh = |cmd: &str| s.kubectl_ok(&["exec", "web", "--", "sh", "-c", cmd]);
+    assert_eq!(sh("cat /etc/cm/greeting"), "hello-config");
+    assert_eq!(sh("cat /etc/sec/password"), "s3cret");
+    assert_eq!(sh("cat /etc/info/name"), "web");
+    assert!(sh("cat /etc/info/labels").contains("app=\"web\""));
+    assert_eq!(sh("cat /etc/proj/cm-mode /etc/proj/password /etc/proj/ns"), "fasts3cretdefault");
+    assert!(sh("grep ' /mem ' /proc/mounts").contains("tmpfs"));
+    sh("echo from-pod > /host/f && echo scratch > /scratch/f");
+    assert_eq!(std::fs::read_to_string(hostdir.join("f")).unwrap(), "from-pod\n");
+    // Pod files: hostname, hosts, resolv.conf as the kubelet writes them.
+    assert_eq!(sh("hostname"), "web\n");
+    assert!(sh("cat /etc/hosts").contains(&format!("{ip}\tweb")));
+    let resolv = sh("cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    // cgroup memory limit from resources.limits.
+    let limit = sh("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max");
+    assert_eq!(limit.trim(), (64 * 1024 * 1024).to_string());
+
+    // ConfigMap updates reach the running container.
+    s.kubectl_ok(&["patch", "configmap", "web-config", "-p", r#"{"data":{"greeting":"updated"}}"#]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sh("cat /etc/cm/greeting") != "updated" {
+        assert!(Instant::now() < deadline, "configMap update did not propagate");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Logs (httpd -f logs nothing by itself; check the CRI path works on a
+    // second container below) and exec exit codes.
+    let out = s.kubectl(&["exec", "web", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Delete: nothing left behind (mounts, veth, cgroup, IP lease).
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    s.kubectl_ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mounts = mounts_under(&s.dir.path().join("agent"));
+        let pod_mounts: Vec<&String> = mounts.iter().filter(|m| m.contains(&uid)).collect();
+        let veth = links().lines().any(|l| l.contains(&format!("veth{}", &uid.replace('-', "")[..8])));
+        let cgroup = std::path::Path::new(&format!("/sys/fs/cgroup/memory/kubepods/burstable/pod{uid}")).exists();
+        let lease = std::fs::read_dir(s.dir.path().join("agent/net/ipam"))
+            .map(|d| d.flatten().any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains(&uid)))
+            .unwrap_or(false);
+        if pod_mounts.is_empty() && !cgroup && !lease && !veth {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: mounts {pod_mounts:?} cgroup {cgroup} lease {lease} veth {veth}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const LIFECYCLE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "echo started; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "echo allocating; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo done"]
+    resources: {limits: {memory: 24Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "touch /tmp/alive; echo up; sleep 3600"]
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inits}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: first, image: busybox:test, command: ["sh", "-c", "echo one >> /work/order"], volumeMounts: [{name: w, mountPath: /work}]}
+  - {name: second, image: busybox:test, command: ["sh", "-c", "echo two >> /work/order"], volumeMounts: [{name: w, mountPath: /work}]}
+  containers:
+  - {name: main, image: busybox:test, command: ["sh", "-c", "cat /work/order"], volumeMounts: [{name: w, mountPath: /work}]}
+  volumes: [{name: w, emptyDir: {}}]
+"#;
+
+#[test]
+fn restarts_back_off_oom_probes_and_init_order() {
+    let s = Server::start_agent(&[]);
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], LIFECYCLE);
+
+    // Init containers ran in order, then main, which succeeded.
+    let p = wait_pod(&s, "inits", 60, "Succeeded", |v| v["status"]["phase"] == "Succeeded");
+    assert_eq!(container_status(&p, "main")["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(s.kubectl_ok(&["logs", "inits"]), "one\ntwo\n");
+    assert_eq!(s.kubectl_ok(&["logs", "inits", "-c", "first"]), "");
+
+    // A crashing container restarts and backs off.
+    let p = wait_pod(&s, "crash", 60, "CrashLoopBackOff", |v| {
+        container_status(v, "c")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let cs = container_status(&p, "c");
+    assert!(cs["restartCount"].as_i64().unwrap() >= 1, "{cs}");
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
+    assert!(cs["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off 10s restarting failed container=c pod=crash_default("), "{cs}");
+    assert_eq!(s.kubectl_ok(&["logs", "crash", "--previous"]), "started\n");
+    let ts = s.kubectl_ok(&["logs", "crash", "--timestamps"]);
+    assert!(ts.ends_with(" started\n") && ts.starts_with("20"), "{ts}");
+
+    // A memory hog is OOMKilled.
+    let p = wait_pod(&s, "hog", 60, "Failed", |v| v["status"]["phase"] == "Failed");
+    let t = &container_status(&p, "c")["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137);
+
+    // Readiness follows the probe both ways.
+    wait_pod(&s, "probed", 60, "running", |v| container_status(v, "c")["state"]["running"].is_object());
+    let p = get_pod(&s, "probed");
+    assert!(!ready(&p));
+    s.kubectl_ok(&["exec", "probed", "--", "touch", "/tmp/ready"]);
+    wait_pod(&s, "probed", 20, "Ready", ready);
+    s.kubectl_ok(&["exec", "probed", "--", "rm", "/tmp/ready"]);
+    wait_pod(&s, "probed", 20, "not Ready", |v| !ready(v));
+    // Liveness failure restarts the container.
+    s.kubectl_ok(&["exec", "probed", "--", "rm", "/tmp/alive"]);
+    let p = wait_pod(&s, "probed", 30, "a restart", |v| container_status(v, "c")["restartCount"].as_i64() >= Some(1));
+    assert_eq!(container_status(&p, "c")["lastState"]["terminated"]["exitCode"], 137);
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=probed", "-o", "json"]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(events.contains("Container c failed liveness probe, will be restarted"), "{events}");
+}
+
+const BAD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  containers: [{name: c, image: "127.0.0.1:1/nope/missing:v1", imagePullPolicy: Always}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocmd}
+spec:
+  containers: [{name: c, image: busybox:test, command: ["/no/such/binary"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocm}
+spec:
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sleep", "3600"]
+    env: [{name: X, valueFrom: {configMapKeyRef: {name: absent, key: k}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: novol}
+spec:
+  containers: [{name: c, image: busybox:test, command: ["sleep", "3600"], volumeMounts: [{name: v, mountPath: /v}]}]
+  volumes: [{name: v, configMap: {name: absent-too}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fine}
+spec:
+  containers: [{name: c, image: busybox:test, command: ["sh", "-c", "echo fine; sleep 3600"]}]
+"#;
+
+#[test]
+fn bad_input_shows_upstream_reasons_and_the_node_keeps_going() {
+    let s = Server::start_agent(&[]);
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], BAD);
+    wait_pod(&s, "noimage", 60, "ErrImagePull/ImagePullBackOff", |v| {
+        let r = &container_status(v, "c")["state"]["waiting"]["reason"];
+        r == "ErrImagePull" || r == "ImagePullBackOff"
+    });
+    let p = wait_pod(&s, "nocmd", 60, "a start error", |v| {
+        container_status(v, "c")["lastState"]["terminated"]["reason"] == "StartError"
+            || container_status(v, "c")["state"]["terminated"]["reason"] == "StartError"
+    });
+    let cs = container_status(&p, "c").to_string();
+    assert!(cs.contains("/no/such/binary"), "{cs}");
+    wait_pod(&s, "nocm", 60, "CreateContainerConfigError", |v| {
+        container_status(v, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let p = wait_pod(&s, "nocm", 5, "message", |_| true);
+    assert_eq!(
+        container_status(&p, "c")["state"]["waiting"]["message"],
+        "configmap \"absent\" not found"
+    );
+    wait_pod(&s, "novol", 60, "ContainerCreating", |v| {
+        container_status(v, "c")["state"]["waiting"]["reason"] == "ContainerCreating"
+    });
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=novol", "-o", "json"]);
+    assert!(events.contains("FailedMount") && events.contains("configmap \\\"absent-too\\\" not found"), "{events}");
+    // Everything else still runs.
+    wait_pod(&s, "fine", 60, "Ready", ready);
+    assert_eq!(s.kubectl_ok(&["logs", "fine"]), "fine\n");
+    // Creating the missing ConfigMap lets the stuck pods start.
+    s.kubectl_ok(&["create", "configmap", "absent-too", "--from-literal=a=b"]);
+    wait_pod(&s, "novol", 60, "Ready", ready);
+}
+
+#[test]
+fn containers_survive_a_kill9_of_the_server_and_agent() {
+    let mut s = Server::start_agent(&[]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: survivor}
+spec:
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "cat /proc/sys/kernel/random/uuid > /tmp/boot; echo booted; sleep 3600"]
+"#,
+    );
+    let before = wait_pod(&s, "survivor", 60, "Ready", ready);
+    let marker = s.kubectl_ok(&["exec", "survivor", "--", "cat", "/tmp/boot"]);
+    s.restart_kill9();
+    s.wait_node_ready();
+    // Give the new agent time to (wrongly) restart anything.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = wait_pod(&s, "survivor", 30, "Ready", ready);
+    let (b, a) = (container_status(&before, "c"), container_status(&after, "c"));
+    assert_eq!(a["restartCount"], 0);
+    assert_eq!(a["containerID"], b["containerID"]);
+    assert_eq!(a["state"]["running"]["startedAt"], b["state"]["running"]["startedAt"]);
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
+    assert_eq!(s.kubectl_ok(&["exec", "survivor", "--", "cat", "/tmp/boot"]), marker);
+    assert_eq!(s.kubectl_ok(&["logs", "survivor"]), "booted\n");
+    // A pod created after the restart gets a different address.
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: second}\nspec:\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n",
+    );
+    let second = wait_pod(&s, "second", 60, "Ready", ready);
+    assert_ne!(second["status"]["podIP"], after["status"]["podIP"]);
+}
