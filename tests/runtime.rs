@@ -21,7 +21,7 @@ const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "head", "tr", "true", "false", "id", "ls", "stty", "tty", "grep",
-    "env", "pwd", "dd",
+    "env", "pwd", "dd", "unshare",
 ];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -244,13 +244,24 @@ async fn logs_exit_codes_and_signals() {
     );
     assert!(lines.iter().any(|l| l.ends_with(" stderr F oops")), "{log}");
     // SIGPIPE & co. are not ignored in the container (the keeper is Rust).
-    assert!(log.contains("SigIgn:\t0000000000000000"), "{log}");
     assert!(lines.iter().any(|l| l.ends_with(" stdout F ctr")), "{log}");
     // Timestamp format: RFC 3339 with nanoseconds, UTC.
     let ts = lines[0].split(' ').next().unwrap();
     assert_eq!(ts.len(), "2016-10-06T00:17:09.669794202Z".len(), "{ts}");
     chrono::DateTime::parse_from_rfc3339(ts).unwrap();
 
+    // No signal is ignored in the container (the keeper is a Rust program
+    // and its starter may have ignored some).
+    let s = env.spec("sig", &["grep", "SigIgn", "/proc/self/status"], |_| {});
+    rt.start(s).await.unwrap();
+    wait_exit(&mut ev, "sig").await;
+    assert!(
+        env.log("sig")
+            .ends_with(" stdout F SigIgn:\t0000000000000000\n"),
+        "{}",
+        env.log("sig")
+    );
+    rt.remove("sig").await.unwrap();
     let s = env.spec("ok", &["true"], |_| {});
     rt.start(s).await.unwrap();
     assert_eq!(wait_exit(&mut ev, "ok").await.exit.unwrap().code, 0);
@@ -482,11 +493,16 @@ async fn keeper_survives_the_agent() {
     assert!(Path::new(&format!("/proc/{}", st.pid)).exists());
     // Exits are still delivered to the new subscriber.
     let mut ev = rt.subscribe();
+    // `sleep` as pid 1 has no SIGTERM handler: the kernel drops the signal.
     rt.signal("long", libc::SIGTERM).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), ev.recv())
+            .await
+            .is_err()
+    );
+    rt.signal("long", libc::SIGKILL).await.unwrap();
     let exit = wait_exit(&mut ev, "long").await.exit.unwrap();
-    // sleep as pid 1 ignores SIGTERM? No: the kernel only protects init
-    // from signals it has no handler for, so SIGTERM is dropped...
-    eprintln!("SIGTERM to sleep as pid 1: {exit:?}");
+    assert_eq!(exit.code, 137);
     rt.remove("long").await.unwrap();
     env.rt = Some(rt);
     env.shutdown().await;
@@ -554,5 +570,58 @@ async fn start_latency() {
         "start p50 {:?} p90 {:?} max {:?}",
         times[25], times[45], times[49]
     );
+    env.shutdown().await;
+}
+
+/// RuntimeDefault seccomp is enforced: `unshare(CLONE_NEWUSER)` needs no
+/// capability, so only the filter stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_runtime_default() {
+    let mut env = Env::new().await;
+    let rt = env.rt().clone();
+    let mut ev = rt.subscribe();
+    for (id, seccomp) in [("filtered", true), ("unconfined", false)] {
+        let s = env.spec(id, &["unshare", "-U", "true"], |c| {
+            c.seccomp_runtime_default = seccomp
+        });
+        rt.start(s).await.unwrap();
+        let code = wait_exit(&mut ev, id).await.exit.unwrap().code;
+        assert_eq!(
+            code == 0,
+            !seccomp,
+            "{id}: exit {code}, log {}",
+            env.log(id)
+        );
+        rt.remove(id).await.unwrap();
+    }
+    env.shutdown().await;
+}
+
+/// A keeper that died (SIGKILL) leaves containers nobody reaps or logs:
+/// the next keeper kills and deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_keeper_cleans_up_after_a_dead_one() {
+    let mut env = Env::new().await;
+    let s = env.spec("orphan", &["sleep", "1000"], |_| {});
+    let st = env.rt().start(s).await.unwrap();
+    let kpid = env.rt().keeper_pid().unwrap();
+    env.rt = None;
+    unsafe { libc::kill(kpid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{kpid}")).exists() {
+        assert!(Instant::now() < deadline, "keeper did not die");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rt = Runtime::connect_or_spawn_with(&env.state(), Path::new(SKIFF))
+        .await
+        .unwrap();
+    assert_ne!(rt.keeper_pid(), Some(kpid));
+    assert!(rt.list().await.unwrap().is_empty());
+    assert!(!cgroup_exists(&env.cgroup("orphan")));
+    assert!(!env.state().join("c/orphan").exists());
+    // The orphaned init is dead (at most a zombie of whoever adopted it).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", st.pid)).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+    env.rt = Some(rt);
     env.shutdown().await;
 }

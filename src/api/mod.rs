@@ -18,6 +18,7 @@ pub mod local;
 pub mod objects;
 pub mod openapi;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod selector;
 pub mod strategic;
@@ -51,6 +52,8 @@ pub struct Api {
     pub service_ip: objects::ServiceIpAllocator,
     /// Signs and checks service-account tokens; set once at start.
     pub tokens: std::sync::OnceLock<tokens::TokenSigner>,
+    /// Credentials for reaching agents (logs, exec, attach, port-forward).
+    pub kubelet_client: std::sync::OnceLock<proxy::KubeletClientConfig>,
 }
 
 /// What the URL names, once parsed.
@@ -164,6 +167,7 @@ impl Api {
             openapi_docs: Mutex::new(HashMap::new()),
             service_ip: objects::ServiceIpAllocator::new("10.43.0.0/16"),
             tokens: std::sync::OnceLock::new(),
+            kubelet_client: std::sync::OnceLock::new(),
         })
     }
 
@@ -326,6 +330,11 @@ impl Api {
                     json!({"name": attrs.name, "group": attrs.group, "kind": attrs.resource}),
                 ),
             );
+        }
+
+        // Logs, exec, attach, port-forward: relayed to the pod's agent.
+        if proxy::handles(&target) {
+            return proxy::handle(self, req, &target).await;
         }
 
         let content_type = req

@@ -119,6 +119,14 @@ async fn serve(args: ServerArgs) -> Result<()> {
         api::tokens::TokenSigner::new(&pki.service_account_key).map_err(|e| anyhow::anyhow!(e))?;
     let _ = api.tokens.set(signer);
     pki::set_served_ca(pki.ca_pem.clone());
+    // The API server reaches agents' port 10250 (logs, exec, port-forward)
+    // as a cluster admin; agents accept client certificates the CA signed.
+    let kubelet_client = api::proxy::KubeletClientConfig::new(
+        pki.admin_cert_pem.clone(),
+        pki.admin_key_pem.clone(),
+        None,
+    )?;
+    let _ = api.kubelet_client.set(kubelet_client);
     api::lifecycle::bootstrap(&api, args.https_listen_port).await?;
 
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);

@@ -320,7 +320,7 @@ pub fn busybox_archive() -> Vec<u8> {
     let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox: apt-get install busybox-static");
     let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
     let mut layer = tar::Builder::new(Vec::new());
-    let mut header = |kind: tar::EntryType, mode: u32, size: u64| {
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode);

@@ -165,6 +165,7 @@ fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 
 struct Inner {
     sock: PathBuf,
+    #[allow(dead_code)] // read by keeper_pid
     state_dir: PathBuf,
     events: broadcast::Sender<ContainerStatus>,
     task: tokio::task::JoinHandle<()>,
@@ -259,6 +260,7 @@ impl Runtime {
     }
 
     /// The keeper's pid (from `keeper.pid`).
+    #[allow(dead_code)] // tests; diagnostics
     pub fn keeper_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.inner.state_dir.join("keeper.pid"))
             .ok()?

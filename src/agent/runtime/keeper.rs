@@ -207,7 +207,8 @@ pub fn run(state_dir: &Path) -> Result<()> {
     }
     drop(log);
     // libcontainer reports the cause of a failure through tracing only.
-    let filter = std::env::var("SKIFF_KEEPER_LOG").unwrap_or_else(|_| "warn".into());
+    let filter =
+        std::env::var("SKIFF_KEEPER_LOG").unwrap_or_else(|_| "warn,libcgroups=error".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -230,11 +231,10 @@ pub fn run(state_dir: &Path) -> Result<()> {
         return Ok(());
     }
     std::fs::write(state_dir.join("keeper.pid"), std::process::id().to_string())?;
-    // Rust ignores SIGPIPE before main and ignored signals survive exec:
-    // containers (cloned from here) must get the default back.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // Ignored signals survive clone and exec: Rust ignores SIGPIPE before
+    // main, and whoever started the agent may have ignored others.
+    // Containers (cloned from here) must start with the defaults.
+    reset_ignored_signals();
     let sock_path = state_dir.join("keeper.sock");
     let console_path = state_dir.join("console.sock");
     if sock_path.as_os_str().len() >= 100 {
@@ -311,6 +311,55 @@ pub fn run(state_dir: &Path) -> Result<()> {
     let _ = std::fs::remove_file(state_dir.join("keeper.pid"));
     drop(lock);
     Ok(())
+}
+
+/// The kernel's `struct sigaction` (glibc refuses signals 32 and 33, its
+/// own, so the syscall is made directly).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+fn reset_ignored_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        unsafe {
+            if libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            ) == 0
+                && old.handler == libc::SIG_IGN
+            {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+    }
 }
 
 /// Containers left by a keeper that died: nobody reaps them or reads their
@@ -464,7 +513,7 @@ impl Keeper {
                 }
             }
             // Remove closed streams highest index first.
-            eof.sort_by(|a, b| b.1.cmp(&a.1));
+            eof.sort_by_key(|e| std::cmp::Reverse(e.1));
             for (id, i) in eof {
                 if let Some(c) = self.ctrs.get_mut(&id) {
                     c.outs.remove(i);
@@ -993,10 +1042,8 @@ impl Keeper {
                 .map(|(id, _)| id.clone());
             if let Some(id) = id {
                 self.record_exit(&id, code, sig);
-            } else if let Some(w) = self.execs.remove(&pid) {
-                if let Some(client) = w {
-                    self.push(client, &Response::ExecExit(code), vec![]);
-                }
+            } else if let Some(Some(client)) = self.execs.remove(&pid) {
+                self.push(client, &Response::ExecExit(code), vec![]);
             }
         }
     }

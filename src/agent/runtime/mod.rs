@@ -7,6 +7,17 @@
 //! libcontainer), `keeper.lock` (one keeper per dir), `keeper.pid`,
 //! `keeper.log`, `c/<id>/` (libcontainer state), `x/` (exec process specs).
 //!
+//! With a tty, libcontainer's init opens the pty inside the container
+//! (its devpts, controlling terminal set) and sends the master to
+//! `console.sock`; the keeper logs it as stdout. Exec processes get the
+//! container's `process` (user, env, cwd, caps, rlimits) with new args,
+//! but no seccomp filter: libcontainer's tenant builder drops it.
+//!
+//! Environment read by the keeper (inherited from the agent):
+//! `SKIFF_CONTAINER_LOG_MAX_SIZE` (bytes, default 10 MiB) and
+//! `SKIFF_CONTAINER_LOG_MAX_FILES` (default 5: `log`, `log.1`…`log.4`),
+//! `SKIFF_KEEPER_LOG` (tracing filter for `keeper.log`).
+//!
 //! This module only uses external crates (no `crate::` paths), so that
 //! `tests/runtime.rs` can compile it in and drive a keeper run from the
 //! real `skiff` binary.
@@ -36,8 +47,10 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// Keep a stdin pipe open (`stdin: true` in the Pod spec).
     pub stdin: bool,
-    /// Close stdin after the first attach disconnects.
+    /// Close stdin after the first attach disconnects (pipes only: the
+    /// keeper hands its own writer to that attach).
     pub stdin_once: bool,
+    /// Informational: `process.terminal` in config.json decides.
     pub tty: bool,
 }
 

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 /// Where a mount comes from.
+#[allow(dead_code)] // Tmpfs: for the kubelet's memory-medium emptyDirs
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum MountKind {
     #[default]
@@ -591,12 +592,14 @@ fn read_kv(path: &Path, key: &str) -> Option<u64> {
     })
 }
 
+#[allow(dead_code)] // for cgroup_usage
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// (CPU time in ns, memory working set in bytes) of the cgroup `path`;
 /// working set = usage - inactive_file, as cAdvisor computes it.
+#[allow(dead_code)] // for node/pod metrics
 pub fn cgroup_usage(path: &str) -> Option<(u64, u64)> {
     let rel = path.trim_start_matches('/');
     let root = Path::new(CGROUP_ROOT);

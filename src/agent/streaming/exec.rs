@@ -278,6 +278,7 @@ pub async fn exec<S>(
 struct AttachSink {
     out: WsOut,
     opts: ExecOptions,
+    tty: bool,
 }
 
 impl LineSink for AttachSink {
@@ -287,7 +288,7 @@ impl LineSink for AttachSink {
         };
         let ch = match rec.stream {
             StreamKind::Stdout if self.opts.stdout => channel::STDOUT,
-            StreamKind::Stderr if self.opts.tty && self.opts.stdout => channel::STDOUT,
+            StreamKind::Stderr if self.tty && self.opts.stdout => channel::STDOUT,
             StreamKind::Stderr if self.opts.stderr => channel::STDERR,
             _ => return true,
         };
@@ -306,6 +307,8 @@ pub struct AttachTarget {
     pub log_path: std::path::PathBuf,
     /// The container keeps stdin open.
     pub stdin: bool,
+    /// The container has a terminal: its output is one stream.
+    pub tty: bool,
 }
 
 pub async fn attach<S>(
@@ -336,6 +339,7 @@ pub async fn attach<S>(
     let mut sink = AttachSink {
         out: out.clone(),
         opts,
+        tty: target.tty,
     };
     let path: &Path = &target.log_path;
     let result = tokio::select! {

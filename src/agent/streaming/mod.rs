@@ -198,6 +198,8 @@ fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor> {
 
 /// A self-signed serving certificate for the agent's endpoint (the API
 /// server does not verify it, as upstream's default). Returns (cert, key) PEM.
+// Called by the agent's wiring.
+#[allow(dead_code)]
 pub fn kubelet_serving_cert(node_name: &str, ips: &[IpAddr]) -> Result<(String, String)> {
     use rcgen::{
         CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
@@ -464,6 +466,7 @@ fn exec_or_attach(
                 id: cref.id.clone(),
                 log_path: cref.log_path.clone(),
                 stdin: cref.stdin,
+                tty: cref.tty,
             };
             exec::attach(ws, proto, opts, io, target, running).await;
         } else {

@@ -1,0 +1,215 @@
+//! Node agent benchmark (ignored by default). Run it with
+//!
+//!     cargo test --release --test bench_agent -- --ignored --nocapture
+//!
+//! On `skiff server` with its embedded agent (image already present):
+//! - pod start latency, creation acknowledged → all containers running as
+//!   seen by a watch, for 100 pods created one after another: p50/p99;
+//! - 30 pods created at once: time until all run, and per-pod p50/p99;
+//! - the same busybox bundle started 100 times with Debian's `runc run -d`
+//!   (the baseline a containerd-based node pays per container);
+//! - memory: server RSS with the agent vs a control-plane-only server
+//!   (`--disable-agent`) in the same run, plus the runtime keeper process,
+//!   idle and with 30 pods.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "agent"}},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "busybox:test",
+            "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}
+    }))
+    .unwrap()
+}
+
+fn running(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some()))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn keeper_pid(dir: &std::path::Path) -> Option<u32> {
+    let want = dir.display().to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("__runtime-keeper") && cmd.contains(&want) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+async fn wait_all_gone(api: &Api<Pod>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let l = api.list(&Default::default()).await.unwrap();
+        if l.items.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pods did not go away");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly with --release"]
+async fn bench_pod_start_latency_and_memory() {
+    let s = Server::start_agent(&[]);
+    let baseline = Server::start_with(&[]);
+    let client = s.client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    {
+        let seen = seen.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default()).applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(Ok(p)) = stream.next().await {
+                if running(&p) {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    seen.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_server = rss_kib(s.pid());
+    let idle_keeper = keeper_pid(s.dir.path()).map(rss_kib).unwrap_or(0);
+    let idle_control_plane = rss_kib(baseline.pid());
+
+    // Warm-up: first pod (image store index, caches).
+    api.create(&PostParams::default(), &pod("warm")).await.unwrap();
+    while !seen.lock().unwrap().contains_key("warm") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let wait_for = |name: String| {
+        let seen = seen.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(t) = seen.lock().unwrap().get(&name) {
+                    return *t;
+                }
+                assert!(Instant::now() < deadline, "{name} did not start");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let mut lat = Vec::new();
+    for i in 0..100 {
+        let name = format!("seq-{i}");
+        let t0 = Instant::now();
+        api.create(&PostParams::default(), &pod(&name)).await.unwrap();
+        let t = wait_for(name).await;
+        lat.push((t - t0).as_secs_f64() * 1000.0);
+    }
+    let (p50, p99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    println!("pod start latency, 100 pods one after another: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    api.delete_collection(&DeleteParams::default().grace_period(0), &Default::default()).await.unwrap();
+    wait_all_gone(&api).await;
+
+    // 30 at once.
+    let t0 = Instant::now();
+    let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
+    let creates = names.iter().map(|n| {
+        let api = api.clone();
+        let p = pod(n);
+        async move { api.create(&PostParams::default(), &p).await.unwrap() }
+    });
+    futures::future::join_all(creates).await;
+    let mut burst = Vec::new();
+    for n in &names {
+        burst.push((wait_for(n.clone()).await - t0).as_secs_f64() * 1000.0);
+    }
+    let all = burst.iter().cloned().fold(0.0, f64::max);
+    let (b50, b99) = (pct(&mut burst.clone(), 0.5), pct(&mut burst, 0.99));
+    println!("30 pods at once: all running after {all:.1} ms; per pod p50 {b50:.1} ms, p99 {b99:.1} ms");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy_server = rss_kib(s.pid());
+    let busy_keeper = keeper_pid(s.dir.path()).map(rss_kib).unwrap_or(0);
+    let busy_control_plane = rss_kib(baseline.pid());
+    println!(
+        "memory idle: server+agent {:.1} MiB, keeper {:.1} MiB, control plane alone {:.1} MiB -> agent overhead {:.1} MiB",
+        idle_server as f64 / 1024.0,
+        idle_keeper as f64 / 1024.0,
+        idle_control_plane as f64 / 1024.0,
+        (idle_server + idle_keeper).saturating_sub(idle_control_plane) as f64 / 1024.0
+    );
+    println!(
+        "memory with 30 pods: server+agent {:.1} MiB, keeper {:.1} MiB, control plane alone (no pods) {:.1} MiB -> agent overhead {:.1} MiB",
+        busy_server as f64 / 1024.0,
+        busy_keeper as f64 / 1024.0,
+        busy_control_plane as f64 / 1024.0,
+        (busy_server + busy_keeper).saturating_sub(busy_control_plane) as f64 / 1024.0
+    );
+    api.delete_collection(&DeleteParams::default().grace_period(0), &Default::default()).await.unwrap();
+    wait_all_gone(&api).await;
+
+    // Baseline: runc run -d of the same image's files, 100 times.
+    let bundle = tempfile::Builder::new().prefix("skiff-runc-").tempdir().unwrap();
+    let rootfs = bundle.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep")).unwrap();
+    let st = Command::new("runc").arg("spec").current_dir(bundle.path()).status().expect("runc (apt-get install runc)");
+    assert!(st.success());
+    let cfg_path = bundle.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["process"]["terminal"] = json!(false);
+    cfg["process"]["args"] = json!(["/bin/sleep", "3600"]);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let mut runc = Vec::new();
+    for i in 0..100 {
+        let id = format!("skiff-bench-{}-{i}", std::process::id());
+        let t0 = Instant::now();
+        let st = Command::new("runc")
+            .args(["run", "-d", "--bundle"])
+            .arg(bundle.path())
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        runc.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert!(st.success(), "runc run failed");
+        let _ = Command::new("runc").args(["delete", "-f", &id]).status();
+    }
+    let (r50, r99) = (pct(&mut runc.clone(), 0.5), pct(&mut runc, 0.99));
+    println!("runc run -d (same busybox, no pod network, no API): p50 {r50:.1} ms, p99 {r99:.1} ms");
+    println!("ratio skiff pod p50 / runc p50: {:.2}", p50 / r50);
+}
