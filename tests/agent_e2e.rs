@@ -27,7 +27,11 @@ fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, pred: impl Fn(&Value)
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}", v["status"], s.log_tail(60));
+                panic!(
+                    "pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}",
+                    v["status"],
+                    s.log_tail(60)
+                );
             }
         } else if Instant::now() > deadline {
             panic!("pod {name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -37,9 +41,10 @@ fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, pred: impl Fn(&Value)
 }
 
 fn ready(v: &Value) -> bool {
-    v["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    v["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn container_status<'a>(v: &'a Value, name: &str) -> &'a Value {
@@ -69,7 +74,14 @@ fn mounts_under(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn links() -> String {
-    String::from_utf8_lossy(&std::process::Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).to_string()
+    String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string()
 }
 
 const WEB: &str = r#"
@@ -164,13 +176,19 @@ fn pod_runs_serves_and_shows_its_env_and_volumes() {
     let cs = container_status(&pod, "web");
     assert_eq!(cs["ready"], true);
     assert_eq!(cs["restartCount"], 0);
-    assert!(cs["containerID"].as_str().unwrap().starts_with("skiff://"), "{cs}");
+    assert!(
+        cs["containerID"].as_str().unwrap().starts_with("skiff://"),
+        "{cs}"
+    );
     assert!(cs["imageID"].as_str().unwrap().contains("@sha256:"), "{cs}");
     assert!(cs["state"]["running"]["startedAt"].is_string());
 
     // It serves HTTP on its pod IP, through the bridge.
     let body = http_get(&ip, 8080, "/index.html");
-    assert!(body.contains("200 OK") && body.contains("hello from skiff"), "{body}");
+    assert!(
+        body.contains("200 OK") && body.contains("hello from skiff"),
+        "{body}"
+    );
 
     // Environment.
     let env = s.kubectl_ok(&["exec", "web", "--", "env"]);
@@ -194,33 +212,58 @@ fn pod_runs_serves_and_shows_its_env_and_volumes() {
     assert_eq!(sh("cat /etc/sec/password"), "s3cret");
     assert_eq!(sh("cat /etc/info/name"), "web");
     assert!(sh("cat /etc/info/labels").contains("app=\"web\""));
-    assert_eq!(sh("cat /etc/proj/cm-mode /etc/proj/password /etc/proj/ns"), "fasts3cretdefault");
+    assert_eq!(
+        sh("cat /etc/proj/cm-mode /etc/proj/password /etc/proj/ns"),
+        "fasts3cretdefault"
+    );
     assert!(sh("grep ' /mem ' /proc/mounts").contains("tmpfs"));
     sh("echo from-pod > /host/f && echo scratch > /scratch/f");
-    assert_eq!(std::fs::read_to_string(hostdir.join("f")).unwrap(), "from-pod\n");
+    assert_eq!(
+        std::fs::read_to_string(hostdir.join("f")).unwrap(),
+        "from-pod\n"
+    );
     // Pod files: hostname, hosts, resolv.conf as the kubelet writes them.
     assert_eq!(sh("hostname"), "web\n");
     assert!(sh("cat /etc/hosts").contains(&format!("{ip}\tweb")));
     let resolv = sh("cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
-    assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
     assert!(resolv.contains("options ndots:5"), "{resolv}");
     // cgroup memory limit from resources.limits.
-    let limit = sh("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max");
+    let limit = sh(
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    );
     assert_eq!(limit.trim(), (64 * 1024 * 1024).to_string());
 
     // ConfigMap updates reach the running container.
-    s.kubectl_ok(&["patch", "configmap", "web-config", "-p", r#"{"data":{"greeting":"updated"}}"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "web-config",
+        "-p",
+        r#"{"data":{"greeting":"updated"}}"#,
+    ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while sh("cat /etc/cm/greeting") != "updated" {
-        assert!(Instant::now() < deadline, "configMap update did not propagate");
+        assert!(
+            Instant::now() < deadline,
+            "configMap update did not propagate"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
     // Logs (httpd -f logs nothing by itself; check the CRI path works on a
     // second container below) and exec exit codes.
     let out = s.kubectl(&["exec", "web", "--", "sh", "-c", "exit 3"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Delete: nothing left behind (mounts, veth, cgroup, IP lease).
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
@@ -229,10 +272,21 @@ fn pod_runs_serves_and_shows_its_env_and_volumes() {
     loop {
         let mounts = mounts_under(&s.dir.path().join("agent"));
         let pod_mounts: Vec<&String> = mounts.iter().filter(|m| m.contains(&uid)).collect();
-        let veth = links().lines().any(|l| l.contains(&format!("veth{}", &uid.replace('-', "")[..8])));
-        let cgroup = std::path::Path::new(&format!("/sys/fs/cgroup/memory/kubepods/burstable/pod{uid}")).exists();
+        let veth = links()
+            .lines()
+            .any(|l| l.contains(&format!("veth{}", &uid.replace('-', "")[..8])));
+        let cgroup = std::path::Path::new(&format!(
+            "/sys/fs/cgroup/memory/kubepods/burstable/pod{uid}"
+        ))
+        .exists();
         let lease = std::fs::read_dir(s.dir.path().join("agent/net/ipam"))
-            .map(|d| d.flatten().any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains(&uid)))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .contains(&uid)
+                })
+            })
             .unwrap_or(false);
         if pod_mounts.is_empty() && !cgroup && !lease && !veth {
             break;
@@ -270,6 +324,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: probed}
 spec:
+  terminationGracePeriodSeconds: 3
   containers:
   - name: c
     image: busybox:test
@@ -301,8 +356,13 @@ fn restarts_back_off_oom_probes_and_init_order() {
     s.kubectl_stdin_ok(&["apply", "-f", "-"], LIFECYCLE);
 
     // Init containers ran in order, then main, which succeeded.
-    let p = wait_pod(&s, "inits", 60, "Succeeded", |v| v["status"]["phase"] == "Succeeded");
-    assert_eq!(container_status(&p, "main")["state"]["terminated"]["reason"], "Completed");
+    let p = wait_pod(&s, "inits", 60, "Succeeded", |v| {
+        v["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        container_status(&p, "main")["state"]["terminated"]["reason"],
+        "Completed"
+    );
     assert_eq!(s.kubectl_ok(&["logs", "inits"]), "one\ntwo\n");
     assert_eq!(s.kubectl_ok(&["logs", "inits", "-c", "first"]), "");
 
@@ -314,19 +374,29 @@ fn restarts_back_off_oom_probes_and_init_order() {
     assert!(cs["restartCount"].as_i64().unwrap() >= 1, "{cs}");
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
     assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
-    assert!(cs["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off 10s restarting failed container=c pod=crash_default("), "{cs}");
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off 10s restarting failed container=c pod=crash_default("),
+        "{cs}"
+    );
     assert_eq!(s.kubectl_ok(&["logs", "crash", "--previous"]), "started\n");
     let ts = s.kubectl_ok(&["logs", "crash", "--timestamps"]);
     assert!(ts.ends_with(" started\n") && ts.starts_with("20"), "{ts}");
 
     // A memory hog is OOMKilled.
-    let p = wait_pod(&s, "hog", 60, "Failed", |v| v["status"]["phase"] == "Failed");
+    let p = wait_pod(&s, "hog", 60, "Failed", |v| {
+        v["status"]["phase"] == "Failed"
+    });
     let t = &container_status(&p, "c")["state"]["terminated"];
     assert_eq!(t["reason"], "OOMKilled", "{t}");
     assert_eq!(t["exitCode"], 137);
 
     // Readiness follows the probe both ways.
-    wait_pod(&s, "probed", 60, "running", |v| container_status(v, "c")["state"]["running"].is_object());
+    wait_pod(&s, "probed", 60, "running", |v| {
+        container_status(v, "c")["state"]["running"].is_object()
+    });
     let p = get_pod(&s, "probed");
     assert!(!ready(&p));
     s.kubectl_ok(&["exec", "probed", "--", "touch", "/tmp/ready"]);
@@ -335,11 +405,27 @@ fn restarts_back_off_oom_probes_and_init_order() {
     wait_pod(&s, "probed", 20, "not Ready", |v| !ready(v));
     // Liveness failure restarts the container.
     s.kubectl_ok(&["exec", "probed", "--", "rm", "/tmp/alive"]);
-    let p = wait_pod(&s, "probed", 30, "a restart", |v| container_status(v, "c")["restartCount"].as_i64() >= Some(1));
-    assert_eq!(container_status(&p, "c")["lastState"]["terminated"]["exitCode"], 137);
-    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=probed", "-o", "json"]);
+    let p = wait_pod(&s, "probed", 30, "a restart", |v| {
+        container_status(v, "c")["restartCount"].as_i64() >= Some(1)
+    });
+    let code = &container_status(&p, "c")["lastState"]["terminated"]["exitCode"];
+    assert!(
+        code == 143 || code == 137,
+        "killed by SIGTERM or SIGKILL: {code}"
+    );
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+        "-o",
+        "json",
+    ]);
     assert!(events.contains("Liveness probe failed"), "{events}");
-    assert!(events.contains("Container c failed liveness probe, will be restarted"), "{events}");
+    assert!(
+        events.contains("Container c failed liveness probe, will be restarted"),
+        "{events}"
+    );
 }
 
 const BAD: &str = r#"
@@ -404,8 +490,18 @@ fn bad_input_shows_upstream_reasons_and_the_node_keeps_going() {
     wait_pod(&s, "novol", 60, "ContainerCreating", |v| {
         container_status(v, "c")["state"]["waiting"]["reason"] == "ContainerCreating"
     });
-    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=novol", "-o", "json"]);
-    assert!(events.contains("FailedMount") && events.contains("configmap \\\"absent-too\\\" not found"), "{events}");
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=novol",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        events.contains("FailedMount") && events.contains("configmap \\\"absent-too\\\" not found"),
+        "{events}"
+    );
     // Everything else still runs.
     wait_pod(&s, "fine", 60, "Ready", ready);
     assert_eq!(s.kubectl_ok(&["logs", "fine"]), "fine\n");
@@ -437,12 +533,21 @@ spec:
     // Give the new agent time to (wrongly) restart anything.
     std::thread::sleep(Duration::from_secs(3));
     let after = wait_pod(&s, "survivor", 30, "Ready", ready);
-    let (b, a) = (container_status(&before, "c"), container_status(&after, "c"));
+    let (b, a) = (
+        container_status(&before, "c"),
+        container_status(&after, "c"),
+    );
     assert_eq!(a["restartCount"], 0);
     assert_eq!(a["containerID"], b["containerID"]);
-    assert_eq!(a["state"]["running"]["startedAt"], b["state"]["running"]["startedAt"]);
+    assert_eq!(
+        a["state"]["running"]["startedAt"],
+        b["state"]["running"]["startedAt"]
+    );
     assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
-    assert_eq!(s.kubectl_ok(&["exec", "survivor", "--", "cat", "/tmp/boot"]), marker);
+    assert_eq!(
+        s.kubectl_ok(&["exec", "survivor", "--", "cat", "/tmp/boot"]),
+        marker
+    );
     assert_eq!(s.kubectl_ok(&["logs", "survivor"]), "booted\n");
     // A pod created after the restart gets a different address.
     s.kubectl_stdin_ok(
@@ -451,4 +556,167 @@ spec:
     );
     let second = wait_pod(&s, "second", 60, "Ready", ready);
     assert_ne!(second["status"]["podIP"], after["status"]["podIP"]);
+}
+
+#[test]
+fn logs_follow_exec_attach_port_forward_and_cp() {
+    let s = Server::start_agent(&[]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: streams}
+spec:
+  containers:
+  - name: web
+    image: busybox:test
+    command: ["sh", "-c", "httpd -p 127.0.0.1:8080 -h /www; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
+  - name: talk
+    image: busybox:test
+    stdin: true
+    command: ["sh", "-c", "while read line; do echo got $line; done"]
+"#,
+    );
+    wait_pod(&s, "streams", 60, "Ready", ready);
+
+    // logs --tail and -f: new lines keep arriving.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s
+        .kubectl_ok(&["logs", "streams", "-c", "web"])
+        .contains("tick 3")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no output from the web container"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tail = s.kubectl_ok(&["logs", "streams", "-c", "web", "--tail", "2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    let mut follow = s
+        .kubectl_command_pub(&["logs", "-f", "streams", "-c", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = follow.stdout.take().unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.matches("tick").count() < 15 && Instant::now() < deadline {
+        let n = out.read(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(got.matches("tick").count() >= 15, "follow stopped: {got}");
+
+    // exec with stdin (-i), and a terminal (-t) through script(1).
+    let out = s.kubectl_stdin_ok(
+        &[
+            "exec",
+            "-i",
+            "streams",
+            "-c",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z",
+        ],
+        "hello stdin\n",
+    );
+    assert_eq!(out, "HELLO STDIN\n");
+    let tty = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "kubectl --kubeconfig {} exec -it streams -c web -- sh -c 'tty; stty size'",
+            s.kubeconfig.display()
+        ))
+        .arg("/dev/null")
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        text.contains("/dev/pts/"),
+        "no terminal in exec -it: {text}"
+    );
+
+    // attach: stdin reaches the container, its output comes back.
+    let mut attach = s
+        .kubectl_command_pub(&["attach", "-i", "streams", "-c", "talk"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    attach.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
+    let mut aout = attach.stdout.take().unwrap();
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got.contains("got ping") && Instant::now() < deadline {
+        let n = aout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert!(got.contains("got ping"), "attach: {got:?}");
+    assert!(
+        s.kubectl_ok(&["logs", "streams", "-c", "talk"])
+            .contains("got ping")
+    );
+
+    // port-forward reaches a server bound to the pod's own 127.0.0.1.
+    let local = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut pf = s
+        .kubectl_command_pub(&["port-forward", "pod/streams", &format!("{local}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
+            body = http_get("127.0.0.1", local, "/index.html");
+            if body.contains("hello from skiff") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert!(body.contains("hello from skiff"), "port-forward: {body}");
+
+    // cp both ways (tar over exec).
+    let src = s.dir.path().join("cp-src.txt");
+    std::fs::write(&src, "copied content\n").unwrap();
+    s.kubectl_ok(&[
+        "cp",
+        src.to_str().unwrap(),
+        "streams:/tmp/in.txt",
+        "-c",
+        "web",
+    ]);
+    assert_eq!(
+        s.kubectl_ok(&["exec", "streams", "-c", "web", "--", "cat", "/tmp/in.txt"]),
+        "copied content\n"
+    );
+    let back = s.dir.path().join("cp-back.txt");
+    s.kubectl_ok(&[
+        "cp",
+        "streams:/tmp/in.txt",
+        back.to_str().unwrap(),
+        "-c",
+        "web",
+    ]);
+    assert_eq!(std::fs::read_to_string(back).unwrap(), "copied content\n");
 }

@@ -46,7 +46,12 @@ fn running(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some()))
+        .is_some_and(|cs| {
+            !cs.is_empty()
+                && cs
+                    .iter()
+                    .all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some())
+        })
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -61,7 +66,9 @@ fn rss_kib(pid: u32) -> u64 {
 fn keeper_pid(dir: &std::path::Path) -> Option<u32> {
     let want = dir.display().to_string();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains("__runtime-keeper") && cmd.contains(&want) {
@@ -100,7 +107,10 @@ async fn bench_pod_start_latency_and_memory() {
             while let Some(Ok(p)) = stream.next().await {
                 if running(&p) {
                     let name = p.metadata.name.clone().unwrap_or_default();
-                    seen.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                    seen.lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_insert_with(Instant::now);
                 }
             }
         });
@@ -111,7 +121,9 @@ async fn bench_pod_start_latency_and_memory() {
     let idle_control_plane = rss_kib(baseline.pid());
 
     // Warm-up: first pod (image store index, caches).
-    api.create(&PostParams::default(), &pod("warm")).await.unwrap();
+    api.create(&PostParams::default(), &pod("warm"))
+        .await
+        .unwrap();
     while !seen.lock().unwrap().contains_key("warm") {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -133,13 +145,20 @@ async fn bench_pod_start_latency_and_memory() {
     for i in 0..100 {
         let name = format!("seq-{i}");
         let t0 = Instant::now();
-        api.create(&PostParams::default(), &pod(&name)).await.unwrap();
+        api.create(&PostParams::default(), &pod(&name))
+            .await
+            .unwrap();
         let t = wait_for(name).await;
         lat.push((t - t0).as_secs_f64() * 1000.0);
     }
     let (p50, p99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
     println!("pod start latency, 100 pods one after another: p50 {p50:.1} ms, p99 {p99:.1} ms");
-    api.delete_collection(&DeleteParams::default().grace_period(0), &Default::default()).await.unwrap();
+    api.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     wait_all_gone(&api).await;
 
     // 30 at once.
@@ -157,7 +176,9 @@ async fn bench_pod_start_latency_and_memory() {
     }
     let all = burst.iter().cloned().fold(0.0, f64::max);
     let (b50, b99) = (pct(&mut burst.clone(), 0.5), pct(&mut burst, 0.99));
-    println!("30 pods at once: all running after {all:.1} ms; per pod p50 {b50:.1} ms, p99 {b99:.1} ms");
+    println!(
+        "30 pods at once: all running after {all:.1} ms; per pod p50 {b50:.1} ms, p99 {b99:.1} ms"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let busy_server = rss_kib(s.pid());
     let busy_keeper = keeper_pid(s.dir.path()).map(rss_kib).unwrap_or(0);
@@ -176,19 +197,32 @@ async fn bench_pod_start_latency_and_memory() {
         busy_control_plane as f64 / 1024.0,
         (busy_server + busy_keeper).saturating_sub(busy_control_plane) as f64 / 1024.0
     );
-    api.delete_collection(&DeleteParams::default().grace_period(0), &Default::default()).await.unwrap();
+    api.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     wait_all_gone(&api).await;
 
     // Baseline: runc run -d of the same image's files, 100 times.
-    let bundle = tempfile::Builder::new().prefix("skiff-runc-").tempdir().unwrap();
+    let bundle = tempfile::Builder::new()
+        .prefix("skiff-runc-")
+        .tempdir()
+        .unwrap();
     let rootfs = bundle.path().join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep")).unwrap();
-    let st = Command::new("runc").arg("spec").current_dir(bundle.path()).status().expect("runc (apt-get install runc)");
+    let st = Command::new("runc")
+        .arg("spec")
+        .current_dir(bundle.path())
+        .status()
+        .expect("runc (apt-get install runc)");
     assert!(st.success());
     let cfg_path = bundle.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     cfg["process"]["terminal"] = json!(false);
     cfg["process"]["args"] = json!(["/bin/sleep", "3600"]);
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -210,6 +244,8 @@ async fn bench_pod_start_latency_and_memory() {
         let _ = Command::new("runc").args(["delete", "-f", &id]).status();
     }
     let (r50, r99) = (pct(&mut runc.clone(), 0.5), pct(&mut runc, 0.99));
-    println!("runc run -d (same busybox, no pod network, no API): p50 {r50:.1} ms, p99 {r99:.1} ms");
+    println!(
+        "runc run -d (same busybox, no pod network, no API): p50 {r50:.1} ms, p99 {r99:.1} ms"
+    );
     println!("ratio skiff pod p50 / runc p50: {:.2}", p50 / r50);
 }

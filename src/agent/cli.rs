@@ -10,9 +10,18 @@ use crate::cli::{AgentArgs, KillallArgs, NodeArgs};
 pub const DEFAULT_NFT_TABLE: &str = "skiff-nat";
 
 /// The agent's settings from the node flags.
-pub fn config(node: &NodeArgs, data_dir: &Path, cluster_cidr: &str, ca_pem: String, control_plane: bool) -> AgentConfig {
+pub fn config(
+    node: &NodeArgs,
+    data_dir: &Path,
+    cluster_cidr: &str,
+    ca_pem: String,
+    control_plane: bool,
+) -> AgentConfig {
     AgentConfig {
-        node_name: node.node_name.clone().unwrap_or_else(super::default_node_name),
+        node_name: node
+            .node_name
+            .clone()
+            .unwrap_or_else(super::default_node_name),
         node_ip: node.node_ip.clone().unwrap_or_else(super::default_node_ip),
         labels: node.node_label.clone(),
         taints: node.node_taint.clone(),
@@ -45,7 +54,13 @@ pub fn run_agent(args: AgentArgs) -> Result<()> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (client, ca_pem) = connect(&args).await?;
         write_pid(&args.data_dir);
-        let cfg = config(&args.node, &args.data_dir, &args.cluster_cidr, ca_pem, false);
+        let cfg = config(
+            &args.node,
+            &args.data_dir,
+            &args.cluster_cidr,
+            ca_pem,
+            false,
+        );
         tokio::select! {
             r = super::run(client, cfg) => r,
             _ = shutdown_signal() => Ok(()),
@@ -66,14 +81,17 @@ async fn shutdown_signal() {
 /// fetched from the server and checked against the token's hash.
 async fn connect(args: &AgentArgs) -> Result<(kube::Client, String)> {
     if let Some(path) = &args.kubeconfig {
-        let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let ca = kc
             .clusters
             .first()
             .and_then(|c| c.cluster.as_ref()?.certificate_authority_data.clone())
             .map(|b64| {
                 use base64::Engine;
-                base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap_or_default()
             })
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
@@ -92,7 +110,8 @@ async fn connect(args: &AgentArgs) -> Result<(kube::Client, String)> {
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| anyhow::anyhow!("CA is not PEM: {e}"))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("CA is not PEM: {e}"))?;
     Ok(p.contents)
 }
 
@@ -116,7 +135,9 @@ async fn fetch_ca(server: &str, token: &str) -> Result<String> {
     if let Some(hash) = expected {
         let got = crate::pki::ca_hash(&pem)?;
         if got != hash {
-            bail!("the server's CA does not match the join token (sha256 {got}, token says {hash})");
+            bail!(
+                "the server's CA does not match the join token (sha256 {got}, token says {hash})"
+            );
         }
     }
     Ok(pem)
@@ -128,7 +149,8 @@ pub fn killall(args: KillallArgs) -> Result<()> {
     if let Ok(pid) = std::fs::read_to_string(agent_dir.join("skiff.pid"))
         && let Ok(pid) = pid.trim().parse::<i32>()
         && pid != std::process::id() as i32
-        && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.to_string_lossy().contains("skiff"))
+        && std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|e| e.to_string_lossy().contains("skiff"))
     {
         // SAFETY: plain kill(2) on a pid we read; checked to be a skiff process.
         unsafe {
@@ -136,7 +158,9 @@ pub fn killall(args: KillallArgs) -> Result<()> {
         }
         let _ = std::fs::remove_file(agent_dir.join("skiff.pid"));
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         // 2. Containers and the keeper.
         if agent_dir.join("rt").exists() {

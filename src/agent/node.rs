@@ -77,7 +77,13 @@ fn cpus() -> usize {
         .unwrap_or(1)
 }
 
-fn condition(type_: &str, ok_status: &str, bad: bool, reasons: (&str, &str), msgs: (&str, &str)) -> Value {
+fn condition(
+    type_: &str,
+    ok_status: &str,
+    bad: bool,
+    reasons: (&str, &str),
+    msgs: (&str, &str),
+) -> Value {
     let (status, reason, message) = if bad {
         (
             if ok_status == "True" { "False" } else { "True" },
@@ -97,30 +103,58 @@ fn conditions(cfg: &AgentConfig) -> Value {
     // Upstream's default hard eviction thresholds.
     let mem_pressure = mem_total > 0 && mem_avail < 100 * 1024 * 1024;
     let disk_pressure = disk_total > 0 && disk_avail * 10 < disk_total;
-    let pid_max: u64 = read_trim("/proc/sys/kernel/pid_max").parse().unwrap_or(32768);
+    let pid_max: u64 = read_trim("/proc/sys/kernel/pid_max")
+        .parse()
+        .unwrap_or(32768);
     let pids = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                e.as_ref().is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
             })
             .count() as u64
         })
         .unwrap_or(0);
     let pid_pressure = pids * 10 > pid_max * 9;
     json!([
-        condition("MemoryPressure", "False", mem_pressure,
+        condition(
+            "MemoryPressure",
+            "False",
+            mem_pressure,
             ("KubeletHasSufficientMemory", "KubeletHasInsufficientMemory"),
-            ("kubelet has sufficient memory available", "kubelet has insufficient memory available")),
-        condition("DiskPressure", "False", disk_pressure,
+            (
+                "kubelet has sufficient memory available",
+                "kubelet has insufficient memory available"
+            )
+        ),
+        condition(
+            "DiskPressure",
+            "False",
+            disk_pressure,
             ("KubeletHasNoDiskPressure", "KubeletHasDiskPressure"),
-            ("kubelet has no disk pressure", "kubelet has disk pressure")),
-        condition("PIDPressure", "False", pid_pressure,
+            ("kubelet has no disk pressure", "kubelet has disk pressure")
+        ),
+        condition(
+            "PIDPressure",
+            "False",
+            pid_pressure,
             ("KubeletHasSufficientPID", "KubeletHasInsufficientPID"),
-            ("kubelet has sufficient PID available", "kubelet has insufficient PID available")),
-        condition("Ready", "True", false,
+            (
+                "kubelet has sufficient PID available",
+                "kubelet has insufficient PID available"
+            )
+        ),
+        condition(
+            "Ready",
+            "True",
+            false,
             ("KubeletReady", "KubeletNotReady"),
-            ("kubelet is posting ready status", "")),
+            ("kubelet is posting ready status", "")
+        ),
     ])
 }
 
@@ -195,7 +229,10 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
     );
     labels.insert("node.kubernetes.io/instance-type".into(), json!("skiff"));
     if cfg.control_plane {
-        labels.insert("node-role.kubernetes.io/control-plane".into(), json!("true"));
+        labels.insert(
+            "node-role.kubernetes.io/control-plane".into(),
+            json!("true"),
+        );
         labels.insert("node-role.kubernetes.io/master".into(), json!("true"));
     }
     for l in &cfg.labels {
@@ -221,9 +258,13 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
             // Re-registration: labels are merged, taints given on the command
             // line are re-applied (as the kubelet does on first registration only).
             let patch = json!({"metadata": {"labels": labels}});
-            api.patch(&cfg.node_name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .context("updating the Node")?;
+            api.patch(
+                &cfg.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .context("updating the Node")?;
         }
         Err(e) => return Err(e).context("registering the Node"),
     }
@@ -237,7 +278,9 @@ fn parse_taint(s: &str) -> Result<Value> {
         .rsplit_once(':')
         .with_context(|| format!("--node-taint {s:?}: expected key=value:Effect"))?;
     if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-        anyhow::bail!("--node-taint {s:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute");
+        anyhow::bail!(
+            "--node-taint {s:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+        );
     }
     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
     Ok(if v.is_empty() {

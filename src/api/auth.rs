@@ -137,8 +137,10 @@ pub fn authorize(user: &User, attrs: &Attributes) -> Result<(), String> {
 /// Paths anonymous callers may read (health and version), as upstream's
 /// `system:public-info-viewer`.
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/cacerts")
-        || path.starts_with("/healthz/")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/cacerts"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }

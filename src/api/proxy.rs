@@ -50,7 +50,8 @@ impl KubeletClientConfig {
             CertificateDer::pem_slice_iter(cert_pem.as_bytes())
                 .collect::<Result<_, _>>()
                 .context("kubelet client certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("kubelet client key")?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("kubelet client key")?;
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
         let builder = match &ca_pem {
@@ -438,7 +439,9 @@ pub async fn get_log(
             c => ApiError::new(
                 c,
                 "InternalError",
-                format!("the server responded with the status code {c} but did not return more information"),
+                format!(
+                    "the server responded with the status code {c} but did not return more information"
+                ),
             ),
         });
     }
@@ -478,7 +481,8 @@ pub async fn relay_upgrade<B>(
     if !upgrading {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
-    let fail = |e: &dyn std::fmt::Display| ApiError::internal(format!("error dialing backend: {e}"));
+    let fail =
+        |e: &dyn std::fmt::Display| ApiError::internal(format!("error dialing backend: {e}"));
     let mut out = Request::builder()
         .method(req.method().clone())
         .uri(path_and_query)
@@ -537,7 +541,9 @@ pub async fn relay_upgrade<B>(
                     tracing::debug!("stream relay: {e}");
                 }
             }
-            (c, a) => tracing::debug!(client = ?c.err(), agent = ?a.err(), "stream relay: upgrade failed"),
+            (c, a) => {
+                tracing::debug!(client = ?c.err(), agent = ?a.err(), "stream relay: upgrade failed")
+            }
         }
     });
     Ok(answer.body(full(Bytes::new())).unwrap())
@@ -559,9 +565,14 @@ mod tests {
             "a container name must be specified for pod web, choose one of: [init a b]"
         );
         assert_eq!(validate_container(&pod, "web", Some("b")).unwrap(), "b");
-        assert_eq!(validate_container(&pod, "web", Some("init")).unwrap(), "init");
         assert_eq!(
-            validate_container(&pod, "web", Some("c")).unwrap_err().message,
+            validate_container(&pod, "web", Some("init")).unwrap(),
+            "init"
+        );
+        assert_eq!(
+            validate_container(&pod, "web", Some("c"))
+                .unwrap_err()
+                .message,
             "container c is not valid for pod web"
         );
         let one = json!({"spec": {"containers": [{"name": "only"}]}});

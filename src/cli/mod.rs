@@ -140,7 +140,11 @@ pub struct NodeArgs {
     #[arg(long, env = "SKIFF_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
     /// Private registry configuration (k3s format).
-    #[arg(long, env = "SKIFF_PRIVATE_REGISTRY", default_value = "/etc/skiff/registries.yaml")]
+    #[arg(
+        long,
+        env = "SKIFF_PRIVATE_REGISTRY",
+        default_value = "/etc/skiff/registries.yaml"
+    )]
     pub private_registry: PathBuf,
     /// Bridge the pods attach to.
     #[arg(long, env = "SKIFF_BRIDGE", default_value = "skiff0", hide = true)]
@@ -159,7 +163,12 @@ pub struct AgentArgs {
     #[arg(long, env = "SKIFF_AGENT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Folder for state.
-    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    #[arg(
+        long,
+        short = 'd',
+        env = "SKIFF_DATA_DIR",
+        default_value = "/var/lib/skiff"
+    )]
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub node: NodeArgs,
@@ -177,7 +186,12 @@ pub struct AgentArgs {
 #[derive(Args, Debug, Clone)]
 pub struct KillallArgs {
     /// Folder for state.
-    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    #[arg(
+        long,
+        short = 'd',
+        env = "SKIFF_DATA_DIR",
+        default_value = "/var/lib/skiff"
+    )]
     pub data_dir: PathBuf,
     /// Bridge the pods attach to.
     #[arg(long, env = "SKIFF_BRIDGE", default_value = "skiff0", hide = true)]

@@ -114,6 +114,9 @@ mod tests {
         assert_eq!(allocate("10.42.0.0/16", 24, &used).unwrap(), "10.42.1.0/24");
         let all: BTreeSet<String> = (0..4).map(|i| format!("10.42.0.{}/26", i * 64)).collect();
         assert_eq!(allocate("10.42.0.0/24", 26, &all), None);
-        assert_eq!(parse_cidr("10.42.7.9/16").unwrap().0, Ipv4Addr::new(10, 42, 0, 0));
+        assert_eq!(
+            parse_cidr("10.42.7.9/16").unwrap().0,
+            Ipv4Addr::new(10, 42, 0, 0)
+        );
     }
 }

@@ -212,6 +212,12 @@ impl Server {
         }
     }
 
+    /// A kubectl command for this server, to spawn (long-running commands).
+    #[allow(dead_code)]
+    pub fn kubectl_command_pub(&self, args: &[&str]) -> Command {
+        self.kubectl_command(args)
+    }
+
     fn kubectl_command(&self, args: &[&str]) -> Command {
         let home = self.dir.path().join("home");
         let _ = std::fs::create_dir_all(&home);
@@ -317,8 +323,12 @@ impl Server {
 /// page for httpd under /www.
 pub fn busybox_archive() -> Vec<u8> {
     use sha2::Digest;
-    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox: apt-get install busybox-static");
-    let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    let busybox =
+        std::fs::read("/bin/busybox").expect("/bin/busybox: apt-get install busybox-static");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     let mut layer = tar::Builder::new(Vec::new());
     let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut h = tar::Header::new_gnu();
@@ -330,12 +340,20 @@ pub fn busybox_archive() -> Vec<u8> {
         h.set_mtime(1_700_000_000);
         h
     };
-    for d in ["bin/", "etc/", "tmp/", "www/", "root/", "home/", "var/", "proc/", "sys/", "dev/"] {
-        let mut h = header(tar::EntryType::Directory, if d == "tmp/" { 0o1777 } else { 0o755 }, 0);
+    for d in [
+        "bin/", "etc/", "tmp/", "www/", "root/", "home/", "var/", "proc/", "sys/", "dev/",
+    ] {
+        let mut h = header(
+            tar::EntryType::Directory,
+            if d == "tmp/" { 0o1777 } else { 0o755 },
+            0,
+        );
         layer.append_data(&mut h, d, std::io::empty()).unwrap();
     }
     let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
-    layer.append_data(&mut h, "bin/busybox", busybox.as_slice()).unwrap();
+    layer
+        .append_data(&mut h, "bin/busybox", busybox.as_slice())
+        .unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet == "busybox" || applet.is_empty() {
             continue;
@@ -346,7 +364,10 @@ pub fn busybox_archive() -> Vec<u8> {
             .unwrap();
     }
     for (path, data) in [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
         ("www/index.html", "hello from skiff\n"),
     ] {
@@ -369,7 +390,11 @@ pub fn busybox_archive() -> Vec<u8> {
     let manifest = serde_json::json!([{"Config": "config.json", "RepoTags": ["busybox:test"], "Layers": ["layer.tar"]}]);
     let manifest = serde_json::to_vec(&manifest).unwrap();
     let mut out = tar::Builder::new(Vec::new());
-    for (name, data) in [("manifest.json", &manifest), ("config.json", &config), ("layer.tar", &layer)] {
+    for (name, data) in [
+        ("manifest.json", &manifest),
+        ("config.json", &config),
+        ("layer.tar", &layer),
+    ] {
         let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
         out.append_data(&mut h, name, data.as_slice()).unwrap();
     }

@@ -169,20 +169,25 @@ impl ImageStore {
 
         // Collected eagerly: a lazy `Map` with a closure would make the
         // whole pull future non-`Send` (higher-ranked closure lifetimes).
-        let jobs: Vec<_> = m.layers.iter().enumerate().map(|(i, l)| {
-            let (diff, chain, item) = (diff_ids[i].clone(), chains[i].clone(), items[i]);
-            async move {
-                let res = self
-                    .fetch_layer(
-                        lock, client, oref, &l.digest, l.size, &diff, &chain, item, progress,
-                    )
-                    .await;
-                if res.is_err() {
-                    progress.status(item, Status::Failed);
+        let jobs: Vec<_> = m
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let (diff, chain, item) = (diff_ids[i].clone(), chains[i].clone(), items[i]);
+                async move {
+                    let res = self
+                        .fetch_layer(
+                            lock, client, oref, &l.digest, l.size, &diff, &chain, item, progress,
+                        )
+                        .await;
+                    if res.is_err() {
+                        progress.status(item, Status::Failed);
+                    }
+                    res.map(|size| (chain, size))
                 }
-                res.map(|size| (chain, size))
-            }
-        }).collect();
+            })
+            .collect();
         // Every job runs to its end (no half-finished work left behind),
         // then the first error is reported.
         let results: Vec<Result<(String, Option<u64>)>> = futures::stream::iter(jobs)

@@ -89,14 +89,19 @@ pub fn cleanup_instance(cfg: &AgentConfig, id: &str) {
 }
 
 /// Image present per `imagePullPolicy`, pulled with the pod's pull secrets.
-pub async fn ensure_image(kl: &Kubelet, pod: &Pod, c: &Container) -> Result<(ImageRecord, bool), StartError> {
+pub async fn ensure_image(
+    kl: &Kubelet,
+    pod: &Pod,
+    c: &Container,
+) -> Result<(ImageRecord, bool), StartError> {
     let image = c.image.clone().unwrap_or_default();
     if image.trim().is_empty() {
         return Err(StartError::Config("container image is empty".into()));
     }
     let reference = ImageRef::parse(&image).map_err(|e| StartError::ImagePull(format!("{e:#}")))?;
     let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-        if reference.reference().contains('@') || !image.ends_with(":latest") && image.contains(':') {
+        if reference.reference().contains('@') || !image.ends_with(":latest") && image.contains(':')
+        {
             "IfNotPresent".into()
         } else {
             "Always".into()
@@ -127,7 +132,14 @@ pub async fn ensure_image(kl: &Kubelet, pod: &Pod, c: &Container) -> Result<(Ima
     let refs: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
     opts.credentials = credentials_from_docker_config(&refs, &reference)
         .map_err(|e| StartError::ImagePull(format!("{e:#}")))?;
-    kl.event(pod, false, "Pulling", format!("Pulling image \"{image}\""), None).await;
+    kl.event(
+        pod,
+        false,
+        "Pulling",
+        format!("Pulling image \"{image}\""),
+        None,
+    )
+    .await;
     let started = std::time::Instant::now();
     match kl.images.pull(&image, &opts).await {
         Ok(rec) => {
@@ -161,7 +173,9 @@ async fn pull_secrets(kl: &Kubelet, pod: &Pod) -> Vec<Vec<u8>> {
         .and_then(|s| s.image_pull_secrets.clone())
         .unwrap_or_default();
     for r in names {
-        let Ok(Some(s)) = api.get_opt(&r.name).await else { continue };
+        let Ok(Some(s)) = api.get_opt(&r.name).await else {
+            continue;
+        };
         let data = s.data.unwrap_or_default();
         for key in [".dockerconfigjson", ".dockercfg"] {
             if let Some(b) = data.get(key) {
@@ -206,23 +220,37 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
 
 fn field_value(pod: &Pod, path: &str, node_ip: &str) -> Result<String, StartError> {
     let meta = &pod.metadata;
-    let label = |m: &Option<BTreeMap<String, String>>, k: &str| m.as_ref().and_then(|m| m.get(k)).cloned();
+    let label =
+        |m: &Option<BTreeMap<String, String>>, k: &str| m.as_ref().and_then(|m| m.get(k)).cloned();
     let v = match path {
         "metadata.name" => meta.name.clone(),
         "metadata.namespace" => meta.namespace.clone(),
         "metadata.uid" => meta.uid.clone(),
         "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone()),
         "status.hostIP" => Some(node_ip.to_string()),
         "status.hostIPs" => Some(node_ip.to_string()),
         "status.podIP" | "status.podIPs" => pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
         p => {
-            if let Some(k) = p.strip_prefix("metadata.labels['").and_then(|k| k.strip_suffix("']")) {
+            if let Some(k) = p
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
                 label(&meta.labels, k)
-            } else if let Some(k) = p.strip_prefix("metadata.annotations['").and_then(|k| k.strip_suffix("']")) {
+            } else if let Some(k) = p
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
                 label(&meta.annotations, k)
             } else if p == "metadata.labels" || p == "metadata.annotations" {
-                let m = if p == "metadata.labels" { &meta.labels } else { &meta.annotations };
+                let m = if p == "metadata.labels" {
+                    &meta.labels
+                } else {
+                    &meta.annotations
+                };
                 Some(
                     m.clone()
                         .unwrap_or_default()
@@ -232,7 +260,9 @@ fn field_value(pod: &Pod, path: &str, node_ip: &str) -> Result<String, StartErro
                         .join("\n"),
                 )
             } else {
-                return Err(StartError::Config(format!("unsupported fieldRef path {p:?}")));
+                return Err(StartError::Config(format!(
+                    "unsupported fieldRef path {p:?}"
+                )));
             }
         }
     };
@@ -241,22 +271,36 @@ fn field_value(pod: &Pod, path: &str, node_ip: &str) -> Result<String, StartErro
 
 /// `resourceFieldRef` as upstream: limits default to node allocatable,
 /// values rounded up to the divisor.
-pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> Result<String, StartError> {
+pub fn resource_value(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Result<String, StartError> {
     let res = c.resources.clone().unwrap_or_default();
     let (kind, name) = resource
         .split_once('.')
         .ok_or_else(|| StartError::Config(format!("unsupported resource {resource:?}")))?;
-    let map = if kind == "limits" { res.limits } else { res.requests };
+    let map = if kind == "limits" {
+        res.limits
+    } else {
+        res.requests
+    };
     let q = map.as_ref().and_then(|m| m.get(name)).map(|q| q.0.clone());
     let value: f64 = match (q, name) {
         (Some(q), _) => milli(&q).unwrap_or(0) as f64,
         (None, "cpu") if kind == "limits" => {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64 * 1000.0
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as f64
+                * 1000.0
         }
         (None, "memory") if kind == "limits" => crate::agent::node::memory().0 as f64 * 1000.0,
         (None, _) => 0.0,
     };
-    let divisor = divisor.and_then(|d| milli(d).ok()).filter(|d| *d > 0).unwrap_or(1000) as f64;
+    let divisor = divisor
+        .and_then(|d| milli(d).ok())
+        .filter(|d| *d > 0)
+        .unwrap_or(1000) as f64;
     Ok(format!("{}", (value / divisor).ceil() as i64))
 }
 
@@ -268,15 +312,23 @@ fn set(vars: &mut Vec<(String, String)>, k: String, v: String) {
     }
 }
 
-type ResourceMap = Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>;
+type ResourceMap =
+    Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>;
 
 fn milli_of(m: &ResourceMap, k: &str) -> Option<i64> {
-    m.as_ref().and_then(|m| m.get(k)).and_then(|q| milli(&q.0).ok())
+    m.as_ref()
+        .and_then(|m| m.get(k))
+        .and_then(|q| milli(&q.0).ok())
 }
 
 /// The container's environment, in upstream's order: envFrom, then env,
 /// each `$(VAR)`-expanded against what came before.
-pub async fn environment(kl: &Kubelet, pod: &Pod, c: &Container, image_env: &[String]) -> Result<Vec<(String, String)>, StartError> {
+pub async fn environment(
+    kl: &Kubelet,
+    pod: &Pod,
+    c: &Container,
+    image_env: &[String],
+) -> Result<Vec<(String, String)>, StartError> {
     let ns = pod.namespace().unwrap_or_default();
     let cms: Api<ConfigMap> = Api::namespaced(kl.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(kl.client.clone(), &ns);
@@ -310,18 +362,32 @@ pub async fn environment(kl: &Kubelet, pod: &Pod, c: &Container, image_env: &[St
                     }
                 }
                 _ if r.optional == Some(true) => {}
-                _ => return Err(StartError::Config(format!("configmap \"{}\" not found", r.name))),
+                _ => {
+                    return Err(StartError::Config(format!(
+                        "configmap \"{}\" not found",
+                        r.name
+                    )));
+                }
             }
         }
         if let Some(r) = &from.secret_ref {
             match secrets.get_opt(&r.name).await {
                 Ok(Some(s)) => {
                     for (k, v) in s.data.unwrap_or_default() {
-                        set(&mut vars, format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned());
+                        set(
+                            &mut vars,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v.0).into_owned(),
+                        );
                     }
                 }
                 _ if r.optional == Some(true) => {}
-                _ => return Err(StartError::Config(format!("secret \"{}\" not found", r.name))),
+                _ => {
+                    return Err(StartError::Config(format!(
+                        "secret \"{}\" not found",
+                        r.name
+                    )));
+                }
             }
         }
     }
@@ -340,7 +406,12 @@ pub async fn environment(kl: &Kubelet, pod: &Pod, c: &Container, image_env: &[St
                         }
                     },
                     _ if r.optional == Some(true) => continue,
-                    _ => return Err(StartError::Config(format!("configmap \"{}\" not found", r.name))),
+                    _ => {
+                        return Err(StartError::Config(format!(
+                            "configmap \"{}\" not found",
+                            r.name
+                        )));
+                    }
                 }
             } else if let Some(r) = &src.secret_key_ref {
                 match secrets.get_opt(&r.name).await {
@@ -355,7 +426,12 @@ pub async fn environment(kl: &Kubelet, pod: &Pod, c: &Container, image_env: &[St
                         }
                     },
                     _ if r.optional == Some(true) => continue,
-                    _ => return Err(StartError::Config(format!("secret \"{}\" not found", r.name))),
+                    _ => {
+                        return Err(StartError::Config(format!(
+                            "secret \"{}\" not found",
+                            r.name
+                        )));
+                    }
                 }
             } else if let Some(f) = &src.field_ref {
                 field_value(pod, &f.field_path, &kl.cfg.node_ip)?
@@ -375,10 +451,18 @@ pub async fn environment(kl: &Kubelet, pod: &Pod, c: &Container, image_env: &[St
 
 /// Entrypoint/Cmd merged with command/args as upstream: `command` replaces
 /// the Entrypoint (and drops Cmd), `args` replaces Cmd.
-pub fn command_line(c: &Container, image: &Value, env: &[(String, String)]) -> Result<Vec<String>, StartError> {
+pub fn command_line(
+    c: &Container,
+    image: &Value,
+    env: &[(String, String)],
+) -> Result<Vec<String>, StartError> {
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let vars: HashMap<String, String> = env.iter().cloned().collect();
@@ -426,7 +510,10 @@ fn image_user(user: &str, lowerdirs: &[PathBuf]) -> (Option<u32>, Option<u32>) {
         },
     };
     if !g.is_empty() {
-        gid = g.parse::<u32>().ok().or_else(|| lookup("etc/group", g).map(|x| x.0));
+        gid = g
+            .parse::<u32>()
+            .ok()
+            .or_else(|| lookup("etc/group", g).map(|x| x.0));
     }
     (uid, gid)
 }
@@ -449,15 +536,25 @@ pub async fn start(
     attempt: u32,
 ) -> Result<Started, StartError> {
     let (image, _) = ensure_image(kl, pod, c).await?;
-    let image_cfg = kl.images.runtime_config(&image).map_err(|e| StartError::Run(format!("{e:#}")))?;
+    let image_cfg = kl
+        .images
+        .runtime_config(&image)
+        .map_err(|e| StartError::Run(format!("{e:#}")))?;
     let image_env: Vec<String> = image_cfg
         .get("Env")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let env = environment(kl, pod, c, &image_env).await?;
     let args = command_line(c, &image_cfg, &env)?;
-    let lowerdirs = kl.images.rootfs_lowerdirs(&image).map_err(|e| StartError::Run(format!("{e:#}")))?;
+    let lowerdirs = kl
+        .images
+        .rootfs_lowerdirs(&image)
+        .map_err(|e| StartError::Run(format!("{e:#}")))?;
     let spec = pod.spec.clone().unwrap_or_default();
     let psc = spec.security_context.clone().unwrap_or_default();
     let sc = c.security_context.clone().unwrap_or_default();
@@ -465,8 +562,18 @@ pub async fn start(
         image_cfg.get("User").and_then(|u| u.as_str()).unwrap_or(""),
         &lowerdirs,
     );
-    let uid = sc.run_as_user.or(psc.run_as_user).map(|u| u as u32).or(img_uid).unwrap_or(0);
-    let gid = sc.run_as_group.or(psc.run_as_group).map(|g| g as u32).or(img_gid).unwrap_or(0);
+    let uid = sc
+        .run_as_user
+        .or(psc.run_as_user)
+        .map(|u| u as u32)
+        .or(img_uid)
+        .unwrap_or(0);
+    let gid = sc
+        .run_as_group
+        .or(psc.run_as_group)
+        .map(|g| g as u32)
+        .or(img_gid)
+        .unwrap_or(0);
     if sc.run_as_non_root.or(psc.run_as_non_root) == Some(true) && uid == 0 {
         return Err(StartError::Config(format!(
             "container has runAsNonRoot and image will run as root (pod: \"{}_{}({})\", container: {})",
@@ -476,7 +583,13 @@ pub async fn start(
             c.name
         )));
     }
-    let mut additional_gids: Vec<u32> = psc.supplemental_groups.clone().unwrap_or_default().iter().map(|g| *g as u32).collect();
+    let mut additional_gids: Vec<u32> = psc
+        .supplemental_groups
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| *g as u32)
+        .collect();
     if let Some(fs) = psc.fs_group {
         additional_gids.push(fs as u32);
     }
@@ -486,7 +599,8 @@ pub async fn start(
     cleanup_instance(&kl.cfg, &id);
     let rootfs = dir.join("rootfs");
     for d in ["upper", "work", "rootfs"] {
-        std::fs::create_dir_all(dir.join(d)).map_err(|e| StartError::Run(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir.join(d))
+            .map_err(|e| StartError::Run(format!("creating {}: {e}", dir.display())))?;
     }
     let lower: Vec<String> = lowerdirs.iter().map(|p| p.display().to_string()).collect();
     let data = format!(
@@ -495,26 +609,59 @@ pub async fn start(
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-        .map_err(|e| StartError::Run(format!("mounting the rootfs overlay: {e}")))?;
+    nix::mount::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| StartError::Run(format!("mounting the rootfs overlay: {e}")))?;
 
     let mut mounts = Vec::new();
-    let term_log = vols.pod_dir.join("containers").join(&c.name).join(format!("{attempt}-termination-log"));
+    let term_log = vols
+        .pod_dir
+        .join("containers")
+        .join(&c.name)
+        .join(format!("{attempt}-termination-log"));
     if let Some(p) = term_log.parent() {
         let _ = std::fs::create_dir_all(p);
     }
     let _ = std::fs::write(&term_log, b"");
-    let term_path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
-    mounts.push(MountSpec { destination: term_path, source: term_log, kind: MountKind::Bind, readonly: false });
-    for (dest, file) in [("/etc/hosts", "etc-hosts"), ("/etc/resolv.conf", "resolv.conf"), ("/etc/hostname", "hostname")] {
-        let already = c.volume_mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.mount_path == dest));
+    let term_path = c
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    mounts.push(MountSpec {
+        destination: term_path,
+        source: term_log,
+        kind: MountKind::Bind,
+        readonly: false,
+    });
+    for (dest, file) in [
+        ("/etc/hosts", "etc-hosts"),
+        ("/etc/resolv.conf", "resolv.conf"),
+        ("/etc/hostname", "hostname"),
+    ] {
+        let already = c
+            .volume_mounts
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m.mount_path == dest));
         if !already && vols.pod_dir.join(file).exists() {
-            mounts.push(MountSpec { destination: dest.into(), source: vols.pod_dir.join(file), kind: MountKind::Bind, readonly: false });
+            mounts.push(MountSpec {
+                destination: dest.into(),
+                source: vols.pod_dir.join(file),
+                kind: MountKind::Bind,
+                readonly: false,
+            });
         }
     }
     for m in c.volume_mounts.clone().unwrap_or_default() {
         let Some(src) = vols.paths.get(&m.name) else {
-            return Err(StartError::Config(format!("cannot find volume \"{}\" to mount into container \"{}\"", m.name, c.name)));
+            return Err(StartError::Config(format!(
+                "cannot find volume \"{}\" to mount into container \"{}\"",
+                m.name, c.name
+            )));
         };
         let mut source = src.clone();
         let sub = m.sub_path.clone().filter(|s| !s.is_empty()).or_else(|| {
@@ -525,7 +672,9 @@ pub async fn start(
         });
         if let Some(sub) = sub.filter(|s| !s.is_empty()) {
             if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
-                return Err(StartError::Config(format!("subPath {sub:?} must be a relative path without '..'")));
+                return Err(StartError::Config(format!(
+                    "subPath {sub:?} must be a relative path without '..'"
+                )));
             }
             source = source.join(&sub);
             if !source.exists() {
@@ -561,12 +710,23 @@ pub async fn start(
         .as_ref()
         .or(psc.seccomp_profile.as_ref())
         .is_some_and(|p| p.type_ == "RuntimeDefault");
-    let sysctls: BTreeMap<String, String> = psc.sysctls.clone().unwrap_or_default().into_iter().map(|s| (s.name, s.value)).collect();
+    let sysctls: BTreeMap<String, String> = psc
+        .sysctls
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.name, s.value))
+        .collect();
     let host_network = spec.host_network == Some(true);
     let cwd = c
         .working_dir
         .clone()
-        .or_else(|| image_cfg.get("WorkingDir").and_then(|w| w.as_str()).map(String::from))
+        .or_else(|| {
+            image_cfg
+                .get("WorkingDir")
+                .and_then(|w| w.as_str())
+                .map(String::from)
+        })
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     let config = ContainerConfig {
@@ -579,12 +739,26 @@ pub async fn start(
         rootfs: rootfs.clone(),
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
         mounts,
-        netns: if host_network { None } else { sandbox.map(|s| s.netns.clone()) },
-        utsns: if host_network { None } else { sandbox.map(|s| s.utsns.clone()) },
-        ipcns: if spec.host_ipc == Some(true) { None } else { sandbox.map(|s| s.ipcns.clone()) },
+        netns: if host_network {
+            None
+        } else {
+            sandbox.map(|s| s.netns.clone())
+        },
+        utsns: if host_network {
+            None
+        } else {
+            sandbox.map(|s| s.utsns.clone())
+        },
+        ipcns: if spec.host_ipc == Some(true) {
+            None
+        } else {
+            sandbox.map(|s| s.ipcns.clone())
+        },
         hostname: None,
         cgroups_path: format!("{}/{id}", status::pod_cgroup(pod)),
-        cpu_shares: cpu_req.map(|m| ((m * 1024) / 1000).max(2) as u64).or(Some(2)),
+        cpu_shares: cpu_req
+            .map(|m| ((m * 1024) / 1000).max(2) as u64)
+            .or(Some(2)),
         cpu_quota: cpu_lim.map(|m| (m * 100_000 / 1000).max(1000)),
         cpu_period: cpu_lim.map(|_| 100_000),
         memory_limit: mem_lim.map(|b| b / 1000),

@@ -122,14 +122,29 @@ impl Kubelet {
     }
 
     /// Records an Event on the pod (best effort), as the kubelet does.
-    pub async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String, field: Option<&str>) {
+    pub async fn event(
+        &self,
+        pod: &Pod,
+        warning: bool,
+        reason: &str,
+        note: String,
+        field: Option<&str>,
+    ) {
         let mut reference = pod.object_ref(&());
         reference.field_path = field.map(str::to_string);
+        // The recorder folds events with the same (type, reason, action)
+        // into one series: the note's first word keeps "Liveness probe
+        // failed" and "Readiness probe failed" apart.
+        let action = note.split_whitespace().next().unwrap_or(reason).to_string();
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
-            action: reason.into(),
+            action,
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
@@ -151,7 +166,8 @@ impl Kubelet {
         let adopted = self.runtime.list().await.unwrap_or_default();
         tracing::info!(containers = adopted.len(), "runtime state loaded");
         let api: Api<Pod> = Api::all(self.client.clone());
-        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.cfg.node_name));
+        let config =
+            watcher::Config::default().fields(&format!("spec.nodeName={}", self.cfg.node_name));
         let stream = watcher(api, config).default_backoff();
         futures::pin_mut!(stream);
         let mut seen_in_init: Vec<String> = Vec::new();
@@ -222,7 +238,9 @@ impl Kubelet {
     /// no longer bound here (deleted while the agent was down) are removed.
     async fn collect_orphans(&self, known: &[String], adopted: &[ContainerStatus]) {
         for c in adopted {
-            let Some(id) = InstanceId::parse(&c.id) else { continue };
+            let Some(id) = InstanceId::parse(&c.id) else {
+                continue;
+            };
             if !known.contains(&id.uid) {
                 tracing::info!(container = %c.id, "removing the container of a pod that is gone");
                 let _ = self.runtime.remove(&c.id).await;
@@ -243,12 +261,19 @@ impl Kubelet {
         pods.values()
             .map(|h| h.view.lock().unwrap().clone())
             .find(|v| v.namespace == namespace && v.name == pod)
-            .ok_or_else(|| LookupError::NotFound(format!("pod {namespace}/{pod} is not running on this node")))
+            .ok_or_else(|| {
+                LookupError::NotFound(format!("pod {namespace}/{pod} is not running on this node"))
+            })
     }
 }
 
 impl Pods for Kubelet {
-    fn container(&self, namespace: &str, pod: &str, container: &str) -> Result<ContainerRef, LookupError> {
+    fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<ContainerRef, LookupError> {
         let view = self.find(namespace, pod)?;
         let name = if container.is_empty() {
             if let Some(d) = &view.default_container {
@@ -275,8 +300,8 @@ impl Pods for Kubelet {
     }
 
     fn netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, LookupError> {
-        self.find(namespace, pod)?
-            .netns
-            .ok_or_else(|| LookupError::BadRequest(format!("pod {pod} has no network namespace yet")))
+        self.find(namespace, pod)?.netns.ok_or_else(|| {
+            LookupError::BadRequest(format!("pod {pod} has no network namespace yet"))
+        })
     }
 }

@@ -46,7 +46,14 @@ fn port_number(port: &IntOrString, c: &Container) -> Result<u16, String> {
 pub async fn exec(runtime: &Runtime, id: &str, action: &ExecAction, timeout: Duration) -> Outcome {
     let args = action.command.clone().unwrap_or_default();
     let session = match runtime
-        .exec(id, ExecSpec { args, tty: false, stdin: false })
+        .exec(
+            id,
+            ExecSpec {
+                args,
+                tty: false,
+                stdin: false,
+            },
+        )
         .await
     {
         Ok(s) => s,
@@ -70,7 +77,12 @@ pub async fn exec(runtime: &Runtime, id: &str, action: &ExecAction, timeout: Dur
     }
 }
 
-pub async fn http_get(h: &HTTPGetAction, c: &Container, pod_ip: Option<IpAddr>, timeout: Duration) -> Outcome {
+pub async fn http_get(
+    h: &HTTPGetAction,
+    c: &Container,
+    pod_ip: Option<IpAddr>,
+    timeout: Duration,
+) -> Outcome {
     let port = match port_number(&h.port, c) {
         Ok(p) => p,
         Err(e) => return Outcome::Failure(e),
@@ -88,11 +100,17 @@ pub async fn http_get(h: &HTTPGetAction, c: &Container, pod_ip: Option<IpAddr>, 
     if h.scheme.as_deref() == Some("HTTPS") {
         return Outcome::Failure("HTTPS probes are not supported on this node".into());
     }
-    let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+    let path = h
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
     let url = format!("http://{host}:{port}{path}");
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(SocketAddr::new(host, port)).await?;
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n");
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+        );
         for hd in h.http_headers.clone().unwrap_or_default() {
             req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
         }
@@ -108,7 +126,11 @@ pub async fn http_get(h: &HTTPGetAction, c: &Container, pod_ip: Option<IpAddr>, 
             n += m;
         }
         let line = String::from_utf8_lossy(&buf[..n]).to_string();
-        let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         Ok::<u16, std::io::Error>(code)
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -121,23 +143,44 @@ pub async fn http_get(h: &HTTPGetAction, c: &Container, pod_ip: Option<IpAddr>, 
     }
 }
 
-pub async fn tcp(t: &TCPSocketAction, c: &Container, pod_ip: Option<IpAddr>, timeout: Duration) -> Outcome {
+pub async fn tcp(
+    t: &TCPSocketAction,
+    c: &Container,
+    pod_ip: Option<IpAddr>,
+    timeout: Duration,
+) -> Outcome {
     let port = match port_number(&t.port, c) {
         Ok(p) => p,
         Err(e) => return Outcome::Failure(e),
     };
-    let host = match t.host.as_deref().and_then(|h| h.parse::<IpAddr>().ok()).or(pod_ip) {
+    let host = match t
+        .host
+        .as_deref()
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .or(pod_ip)
+    {
         Some(h) => h,
         None => return Outcome::Failure("pod has no IP".into()),
     };
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(SocketAddr::new(host, port))).await {
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect(SocketAddr::new(host, port)),
+    )
+    .await
+    {
         Ok(Ok(_)) => Outcome::Success,
         Ok(Err(e)) => Outcome::Failure(format!("dial tcp {host}:{port}: connect: {e}")),
         Err(_) => Outcome::Failure(format!("dial tcp {host}:{port}: i/o timeout")),
     }
 }
 
-pub async fn run_once(runtime: &Runtime, id: &str, p: &Probe, c: &Container, pod_ip: Option<IpAddr>) -> Outcome {
+pub async fn run_once(
+    runtime: &Runtime,
+    id: &str,
+    p: &Probe,
+    c: &Container,
+    pod_ip: Option<IpAddr>,
+) -> Outcome {
     let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(e) = &p.exec {
         exec(runtime, id, e, timeout).await
@@ -184,7 +227,10 @@ pub async fn run_loop(
     let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
     let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
     let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
-    tokio::time::sleep(Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64)).await;
+    tokio::time::sleep(Duration::from_secs(
+        probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+    ))
+    .await;
     let (mut successes, mut failures) = (0, 0);
     loop {
         if kind != Kind::Startup && !state.started.load(Ordering::SeqCst) {
@@ -225,7 +271,11 @@ pub async fn run_loop(
                         Kind::Liveness | Kind::Startup => {
                             *state.failed.lock().unwrap() = Some((
                                 kind.name().to_string(),
-                                format!("Container {} failed {} probe, will be restarted", container.name, kind.name().to_lowercase()),
+                                format!(
+                                    "Container {} failed {} probe, will be restarted",
+                                    container.name,
+                                    kind.name().to_lowercase()
+                                ),
                             ));
                             wake.notify_one();
                             return;

@@ -13,7 +13,11 @@ pub fn qos_class(pod: &Pod) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
     let mut any = false;
     let mut guaranteed = true;
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         let r = c.resources.clone().unwrap_or_default();
         let req = r.requests.unwrap_or_default();
         let lim = r.limits.unwrap_or_default();

@@ -50,7 +50,9 @@ pub fn cleanup_pod(cfg: &AgentConfig, uid: &str) {
 }
 
 fn mount_err(volume: &str, msg: impl std::fmt::Display) -> StartError {
-    StartError::Mount(format!("MountVolume.SetUp failed for volume \"{volume}\" : {msg}"))
+    StartError::Mount(format!(
+        "MountVolume.SetUp failed for volume \"{volume}\" : {msg}"
+    ))
 }
 
 /// Sets up every volume of the pod (idempotent; contents refreshed).
@@ -64,10 +66,18 @@ pub async fn prepare(kl: &Kubelet, pod: &Pod) -> Result<PodVolumes, StartError> 
         let path = setup_volume(kl, pod, &v, &vdir).await?;
         paths.insert(v.name.clone(), path);
     }
-    Ok(PodVolumes { pod_dir: dir, paths })
+    Ok(PodVolumes {
+        pod_dir: dir,
+        paths,
+    })
 }
 
-async fn setup_volume(kl: &Kubelet, pod: &Pod, v: &Volume, vdir: &Path) -> Result<PathBuf, StartError> {
+async fn setup_volume(
+    kl: &Kubelet,
+    pod: &Pod,
+    v: &Volume,
+    vdir: &Path,
+) -> Result<PathBuf, StartError> {
     let ns = pod.namespace().unwrap_or_default();
     if let Some(e) = &v.empty_dir {
         let fresh = !vdir.exists();
@@ -80,8 +90,14 @@ async fn setup_volume(kl: &Kubelet, pod: &Pod, v: &Volume, vdir: &Path) -> Resul
                 .and_then(|q| crate::quantity::quantity_scaled(&q.0, 0))
                 .map(|b| format!("size={b},mode=1777"))
                 .unwrap_or_else(|| "mode=1777".into());
-            nix::mount::mount(Some("tmpfs"), vdir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(size.as_str()))
-                .map_err(|e| mount_err(&v.name, e))?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                vdir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(size.as_str()),
+            )
+            .map_err(|e| mount_err(&v.name, e))?;
         }
         return Ok(vdir.to_path_buf());
     }
@@ -89,7 +105,12 @@ async fn setup_volume(kl: &Kubelet, pod: &Pod, v: &Volume, vdir: &Path) -> Resul
         let p = PathBuf::from(&h.path);
         let ty = h.type_.clone().unwrap_or_default();
         let md = std::fs::metadata(&p);
-        let fail = |what: &str| mount_err(&v.name, format!("hostPath type check failed: {} is not a {what}", h.path));
+        let fail = |what: &str| {
+            mount_err(
+                &v.name,
+                format!("hostPath type check failed: {} is not a {what}", h.path),
+            )
+        };
         match ty.as_str() {
             "DirectoryOrCreate" => {
                 if md.is_err() {
@@ -133,25 +154,37 @@ async fn setup_volume(kl: &Kubelet, pod: &Pod, v: &Volume, vdir: &Path) -> Resul
             .await
             .ok()
             .flatten()
-            .ok_or_else(|| mount_err(&v.name, format!("persistentvolumeclaim \"{}\" not found", c.claim_name)))?;
+            .ok_or_else(|| {
+                mount_err(
+                    &v.name,
+                    format!("persistentvolumeclaim \"{}\" not found", c.claim_name),
+                )
+            })?;
         let pv_name = pvc
             .spec
             .and_then(|s| s.volume_name)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| mount_err(&v.name, format!("persistentvolumeclaim \"{}\" is not bound", c.claim_name)))?;
+            .ok_or_else(|| {
+                mount_err(
+                    &v.name,
+                    format!("persistentvolumeclaim \"{}\" is not bound", c.claim_name),
+                )
+            })?;
         let pvs: Api<PersistentVolume> = Api::all(kl.client.clone());
-        let pv = pvs
-            .get_opt(&pv_name)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| mount_err(&v.name, format!("persistentvolume \"{pv_name}\" not found")))?;
+        let pv = pvs.get_opt(&pv_name).await.ok().flatten().ok_or_else(|| {
+            mount_err(&v.name, format!("persistentvolume \"{pv_name}\" not found"))
+        })?;
         let spec = pv.spec.unwrap_or_default();
         let path = spec
             .host_path
             .map(|h| h.path)
             .or(spec.local.map(|l| l.path))
-            .ok_or_else(|| mount_err(&v.name, format!("persistentvolume \"{pv_name}\" is neither hostPath nor local")))?;
+            .ok_or_else(|| {
+                mount_err(
+                    &v.name,
+                    format!("persistentvolume \"{pv_name}\" is neither hostPath nor local"),
+                )
+            })?;
         let p = PathBuf::from(path);
         if !p.exists() {
             std::fs::create_dir_all(&p).map_err(|e| mount_err(&v.name, e))?;
@@ -163,39 +196,83 @@ async fn setup_volume(kl: &Kubelet, pod: &Pod, v: &Volume, vdir: &Path) -> Resul
     if let Some(c) = &v.config_map {
         default_mode = c.default_mode.unwrap_or(0o644) as u32;
         let optional = c.optional == Some(true);
-        config_map_files(kl, &ns, &c.name, c.items.as_deref(), default_mode, optional, &mut files)
-            .await
-            .map_err(|e| mount_err(&v.name, e))?;
+        config_map_files(
+            kl,
+            &ns,
+            &c.name,
+            c.items.as_deref(),
+            default_mode,
+            optional,
+            &mut files,
+        )
+        .await
+        .map_err(|e| mount_err(&v.name, e))?;
     } else if let Some(s) = &v.secret {
         default_mode = s.default_mode.unwrap_or(0o644) as u32;
         let name = s.secret_name.clone().unwrap_or_default();
-        secret_files(kl, &ns, &name, s.items.as_deref(), default_mode, s.optional == Some(true), &mut files)
-            .await
-            .map_err(|e| mount_err(&v.name, e))?;
+        secret_files(
+            kl,
+            &ns,
+            &name,
+            s.items.as_deref(),
+            default_mode,
+            s.optional == Some(true),
+            &mut files,
+        )
+        .await
+        .map_err(|e| mount_err(&v.name, e))?;
     } else if let Some(d) = &v.downward_api {
         default_mode = d.default_mode.unwrap_or(0o644) as u32;
-        downward_files(pod, d.items.as_deref().unwrap_or(&[]), default_mode, &mut files).map_err(|e| mount_err(&v.name, e))?;
+        downward_files(
+            pod,
+            d.items.as_deref().unwrap_or(&[]),
+            default_mode,
+            &mut files,
+        )
+        .map_err(|e| mount_err(&v.name, e))?;
     } else if let Some(p) = &v.projected {
         default_mode = p.default_mode.unwrap_or(0o644) as u32;
         for src in p.sources.clone().unwrap_or_default() {
             if let Some(c) = &src.config_map {
-                config_map_files(kl, &ns, &c.name, c.items.as_deref(), default_mode, c.optional == Some(true), &mut files)
-                    .await
-                    .map_err(|e| mount_err(&v.name, e))?;
+                config_map_files(
+                    kl,
+                    &ns,
+                    &c.name,
+                    c.items.as_deref(),
+                    default_mode,
+                    c.optional == Some(true),
+                    &mut files,
+                )
+                .await
+                .map_err(|e| mount_err(&v.name, e))?;
             }
             if let Some(s) = &src.secret {
-                secret_files(kl, &ns, &s.name, s.items.as_deref(), default_mode, s.optional == Some(true), &mut files)
-                    .await
-                    .map_err(|e| mount_err(&v.name, e))?;
+                secret_files(
+                    kl,
+                    &ns,
+                    &s.name,
+                    s.items.as_deref(),
+                    default_mode,
+                    s.optional == Some(true),
+                    &mut files,
+                )
+                .await
+                .map_err(|e| mount_err(&v.name, e))?;
             }
             if let Some(d) = &src.downward_api {
-                downward_files(pod, d.items.as_deref().unwrap_or(&[]), default_mode, &mut files)
-                    .map_err(|e| mount_err(&v.name, e))?;
+                downward_files(
+                    pod,
+                    d.items.as_deref().unwrap_or(&[]),
+                    default_mode,
+                    &mut files,
+                )
+                .map_err(|e| mount_err(&v.name, e))?;
             }
             if let Some(t) = &src.service_account_token {
-                let token = service_account_token(kl, pod, t.audience.clone(), t.expiration_seconds)
-                    .await
-                    .map_err(|e| mount_err(&v.name, e))?;
+                let token =
+                    service_account_token(kl, pod, t.audience.clone(), t.expiration_seconds)
+                        .await
+                        .map_err(|e| mount_err(&v.name, e))?;
                 files.insert(t.path.clone(), (token.into_bytes(), default_mode));
             }
         }
@@ -209,14 +286,27 @@ async fn setup_volume(kl: &Kubelet, pod: &Pod, v: &Volume, vdir: &Path) -> Resul
     Ok(vdir.to_path_buf())
 }
 
-fn items_or_all(data: BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>, mode: u32, name: &str, kind: &str, out: &mut BTreeMap<String, (Vec<u8>, u32)>) -> Result<(), String> {
+fn items_or_all(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    name: &str,
+    kind: &str,
+    out: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), String> {
     match items {
         Some(items) if !items.is_empty() => {
             for it in items {
                 let Some(v) = data.get(&it.key) else {
-                    return Err(format!("configuration error: {kind} \"{name}\" has no key \"{}\"", it.key));
+                    return Err(format!(
+                        "configuration error: {kind} \"{name}\" has no key \"{}\"",
+                        it.key
+                    ));
                 };
-                out.insert(it.path.clone(), (v.clone(), it.mode.map(|m| m as u32).unwrap_or(mode)));
+                out.insert(
+                    it.path.clone(),
+                    (v.clone(), it.mode.map(|m| m as u32).unwrap_or(mode)),
+                );
             }
         }
         _ => {
@@ -228,11 +318,24 @@ fn items_or_all(data: BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>, mo
     Ok(())
 }
 
-async fn config_map_files(kl: &Kubelet, ns: &str, name: &str, items: Option<&[KeyToPath]>, mode: u32, optional: bool, out: &mut BTreeMap<String, (Vec<u8>, u32)>) -> Result<(), String> {
+async fn config_map_files(
+    kl: &Kubelet,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: bool,
+    out: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), String> {
     let api: Api<ConfigMap> = Api::namespaced(kl.client.clone(), ns);
     match api.get_opt(name).await {
         Ok(Some(cm)) => {
-            let mut data: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
             for (k, v) in cm.binary_data.unwrap_or_default() {
                 data.insert(k, v.0);
             }
@@ -244,11 +347,24 @@ async fn config_map_files(kl: &Kubelet, ns: &str, name: &str, items: Option<&[Ke
     }
 }
 
-async fn secret_files(kl: &Kubelet, ns: &str, name: &str, items: Option<&[KeyToPath]>, mode: u32, optional: bool, out: &mut BTreeMap<String, (Vec<u8>, u32)>) -> Result<(), String> {
+async fn secret_files(
+    kl: &Kubelet,
+    ns: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: bool,
+    out: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), String> {
     let api: Api<Secret> = Api::namespaced(kl.client.clone(), ns);
     match api.get_opt(name).await {
         Ok(Some(s)) => {
-            let data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            let data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
             items_or_all(data, items, mode, name, "secret", out)
         }
         Ok(None) if optional => Ok(()),
@@ -257,12 +373,22 @@ async fn secret_files(kl: &Kubelet, ns: &str, name: &str, items: Option<&[KeyToP
     }
 }
 
-fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32, out: &mut BTreeMap<String, (Vec<u8>, u32)>) -> Result<(), String> {
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    mode: u32,
+    out: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), String> {
     for it in items {
         let value = if let Some(f) = &it.field_ref {
             let meta = &pod.metadata;
             let render = |m: &Option<BTreeMap<String, String>>| {
-                m.clone().unwrap_or_default().iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
+                m.clone()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             };
             match f.field_path.as_str() {
                 "metadata.labels" => render(&meta.labels),
@@ -274,9 +400,16 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32, out: &m
                     let key = p
                         .strip_prefix("metadata.labels['")
                         .map(|k| (k, &meta.labels))
-                        .or_else(|| p.strip_prefix("metadata.annotations['").map(|k| (k, &meta.annotations)));
+                        .or_else(|| {
+                            p.strip_prefix("metadata.annotations['")
+                                .map(|k| (k, &meta.annotations))
+                        });
                     match key {
-                        Some((k, m)) => m.as_ref().and_then(|m| m.get(k.trim_end_matches("']"))).cloned().unwrap_or_default(),
+                        Some((k, m)) => m
+                            .as_ref()
+                            .and_then(|m| m.get(k.trim_end_matches("']")))
+                            .cloned()
+                            .unwrap_or_default(),
                         None => return Err(format!("unsupported fieldRef {p:?}")),
                     }
                 }
@@ -289,18 +422,34 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32, out: &m
                 .iter()
                 .find(|c| c.name == cname)
                 .ok_or_else(|| format!("container {cname:?} not found for resourceFieldRef"))?;
-            resource_value(c, &r.resource, r.divisor.as_ref().map(|q| q.0.as_str())).map_err(|e| e.message().to_string())?
+            resource_value(c, &r.resource, r.divisor.as_ref().map(|q| q.0.as_str()))
+                .map_err(|e| e.message().to_string())?
         } else {
             continue;
         };
-        out.insert(it.path.clone(), (value.into_bytes(), it.mode.map(|m| m as u32).unwrap_or(mode)));
+        out.insert(
+            it.path.clone(),
+            (
+                value.into_bytes(),
+                it.mode.map(|m| m as u32).unwrap_or(mode),
+            ),
+        );
     }
     Ok(())
 }
 
-async fn service_account_token(kl: &Kubelet, pod: &Pod, audience: Option<String>, expiration: Option<i64>) -> Result<String, String> {
+async fn service_account_token(
+    kl: &Kubelet,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration: Option<i64>,
+) -> Result<String, String> {
     let ns = pod.namespace().unwrap_or_default();
-    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
     let api: Api<ServiceAccount> = Api::namespaced(kl.client.clone(), &ns);
     let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": audience.map(|a| vec![a]).unwrap_or_default(),
@@ -321,7 +470,9 @@ fn write_atomic(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io
     let current = std::fs::read_link(dir.join("..data")).ok();
     if let Some(cur) = &current {
         // Unchanged payload: nothing to do (keeps inotify watchers quiet).
-        let same = files.iter().all(|(k, (v, _))| std::fs::read(dir.join(cur).join(k)).is_ok_and(|old| &old == v))
+        let same = files
+            .iter()
+            .all(|(k, (v, _))| std::fs::read(dir.join(cur).join(k)).is_ok_and(|old| &old == v))
             && count_files(&dir.join(cur)) == files.len();
         if same {
             return Ok(());
@@ -345,7 +496,10 @@ fn write_atomic(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&ts, &tmp)?;
     std::fs::rename(&tmp, dir.join("..data"))?;
-    let tops: std::collections::BTreeSet<String> = files.keys().map(|k| k.split('/').next().unwrap_or(k).to_string()).collect();
+    let tops: std::collections::BTreeSet<String> = files
+        .keys()
+        .map(|k| k.split('/').next().unwrap_or(k).to_string())
+        .collect();
     for t in &tops {
         let link = dir.join(t);
         if link.symlink_metadata().is_err() {
@@ -380,13 +534,21 @@ fn count_files(dir: &Path) -> usize {
 }
 
 /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the pod.
-pub fn write_etc_files(cfg: &AgentConfig, pod: &Pod, dir: &Path, ip: Option<&str>) -> std::io::Result<()> {
+pub fn write_etc_files(
+    cfg: &AgentConfig,
+    pod: &Pod,
+    dir: &Path,
+    ip: Option<&str>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let spec = pod.spec.clone().unwrap_or_default();
     let host_network = spec.host_network == Some(true);
     let ns = pod.namespace().unwrap_or_default();
     let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
-    let fqdn = spec.subdomain.as_ref().map(|s| format!("{hostname}.{s}.{ns}.svc.{}", cfg.cluster_domain));
+    let fqdn = spec
+        .subdomain
+        .as_ref()
+        .map(|s| format!("{hostname}.{s}.{ns}.svc.{}", cfg.cluster_domain));
     if host_network {
         let _ = std::fs::copy("/etc/hosts", dir.join("etc-hosts"));
         let _ = std::fs::copy("/etc/hostname", dir.join("hostname"));
@@ -401,37 +563,45 @@ pub fn write_etc_files(cfg: &AgentConfig, pod: &Pod, dir: &Path, ip: Option<&str
             }
         }
         for ha in spec.host_aliases.clone().unwrap_or_default() {
-            hosts.push_str(&format!("\n# Entries added by HostAliases.\n{}\t{}\n", ha.ip, ha.hostnames.unwrap_or_default().join("\t")));
+            hosts.push_str(&format!(
+                "\n# Entries added by HostAliases.\n{}\t{}\n",
+                ha.ip,
+                ha.hostnames.unwrap_or_default().join("\t")
+            ));
         }
         std::fs::write(dir.join("etc-hosts"), hosts)?;
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
     }
-    let policy = spec.dns_policy.clone().unwrap_or_else(|| "ClusterFirst".into());
+    let policy = spec
+        .dns_policy
+        .clone()
+        .unwrap_or_else(|| "ClusterFirst".into());
     let cluster = policy == "ClusterFirst" && !host_network || policy == "ClusterFirstWithHostNet";
-    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) = if policy == "None" {
-        (vec![], vec![], vec![])
-    } else if cluster {
-        let d = &cfg.cluster_domain;
-        (
-            vec![cfg.cluster_dns.clone()],
-            vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
-            vec!["ndots:5".into()],
-        )
-    } else {
-        // Default: the node's resolver.
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let mut s = (vec![], vec![], vec![]);
-        for l in text.lines() {
-            let mut f = l.split_whitespace();
-            match f.next() {
-                Some("nameserver") => s.0.extend(f.next().map(String::from)),
-                Some("search") => s.1.extend(f.map(String::from)),
-                Some("options") => s.2.extend(f.map(String::from)),
-                _ => {}
+    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
+        if policy == "None" {
+            (vec![], vec![], vec![])
+        } else if cluster {
+            let d = &cfg.cluster_domain;
+            (
+                vec![cfg.cluster_dns.clone()],
+                vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+                vec!["ndots:5".into()],
+            )
+        } else {
+            // Default: the node's resolver.
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let mut s = (vec![], vec![], vec![]);
+            for l in text.lines() {
+                let mut f = l.split_whitespace();
+                match f.next() {
+                    Some("nameserver") => s.0.extend(f.next().map(String::from)),
+                    Some("search") => s.1.extend(f.map(String::from)),
+                    Some("options") => s.2.extend(f.map(String::from)),
+                    _ => {}
+                }
             }
-        }
-        s
-    };
+            s
+        };
     if let Some(dc) = &spec.dns_config {
         servers.extend(dc.nameservers.clone().unwrap_or_default());
         searches.extend(dc.searches.clone().unwrap_or_default());

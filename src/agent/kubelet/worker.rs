@@ -39,7 +39,11 @@ fn rfc3339_now() -> String {
 /// Seconds-precision RFC 3339, as metav1.Time serialises.
 fn to_secs(ts: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        })
         .unwrap_or_else(|_| rfc3339_now())
 }
 
@@ -60,6 +64,10 @@ struct Ctr {
     probe_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Start failures (pull or config) count for back-off.
     pull_backoff: Duration,
+    /// The current back-off delay was waited out: double it on restart.
+    backoff_used: bool,
+    /// The runtime refused to start the current instance (`StartError`).
+    start_error: Option<String>,
 }
 
 impl Ctr {
@@ -75,10 +83,18 @@ impl Ctr {
         }
     }
     fn ready(&self) -> bool {
-        self.running() && self.probes.as_ref().is_none_or(|p| p.ready.load(Ordering::SeqCst))
+        self.running()
+            && self
+                .probes
+                .as_ref()
+                .is_none_or(|p| p.ready.load(Ordering::SeqCst))
     }
     fn started(&self) -> bool {
-        self.running() && self.probes.as_ref().is_none_or(|p| p.started.load(Ordering::SeqCst))
+        self.running()
+            && self
+                .probes
+                .as_ref()
+                .is_none_or(|p| p.started.load(Ordering::SeqCst))
     }
 }
 
@@ -119,7 +135,9 @@ pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStat
 impl Worker {
     async fn main(&mut self, adopted: Vec<ContainerStatus>) {
         let mut exits = self.kl.runtime.subscribe();
-        let Some(pod) = self.h.pod.lock().unwrap().clone() else { return };
+        let Some(pod) = self.h.pod.lock().unwrap().clone() else {
+            return;
+        };
         self.init_containers_from(&pod, adopted);
         loop {
             let pod = self.h.pod.lock().unwrap().clone();
@@ -131,14 +149,21 @@ impl Worker {
                     return;
                 }
                 Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                    let grace = p.metadata.deletion_grace_period_seconds.unwrap_or_else(|| grace_period(&p));
+                    let grace = p
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .unwrap_or_else(|| grace_period(&p));
                     self.last_pod = Some(p.clone());
                     self.terminate(grace).await;
                     self.post_status(&p).await;
-                    let api: Api<Pod> = Api::namespaced(self.kl.client.clone(), &p.namespace().unwrap_or_default());
+                    let api: Api<Pod> =
+                        Api::namespaced(self.kl.client.clone(), &p.namespace().unwrap_or_default());
                     let dp = DeleteParams {
                         grace_period_seconds: Some(0),
-                        preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }),
+                        preconditions: Some(Preconditions {
+                            uid: p.uid(),
+                            resource_version: None,
+                        }),
                         ..Default::default()
                     };
                     if let Err(e) = api.delete(&p.name_any(), &dp).await {
@@ -178,7 +203,12 @@ impl Worker {
 
     fn init_containers_from(&mut self, pod: &Pod, adopted: Vec<ContainerStatus>) {
         let spec = pod.spec.clone().unwrap_or_default();
-        let mk = |name: &str, init: bool| Ctr { name: name.to_string(), init, backoff: BACKOFF_START, ..Default::default() };
+        let mk = |name: &str, init: bool| Ctr {
+            name: name.to_string(),
+            init,
+            backoff: BACKOFF_START,
+            ..Default::default()
+        };
         for c in spec.init_containers.iter().flatten() {
             self.ctrs.push(mk(&c.name, true));
         }
@@ -188,16 +218,24 @@ impl Worker {
         let n_init = spec.init_containers.as_ref().map_or(0, |v| v.len());
         // Highest attempt per slot is the current instance.
         for st in adopted {
-            let Some(id) = InstanceId::parse(&st.id) else { continue };
+            let Some(id) = InstanceId::parse(&st.id) else {
+                continue;
+            };
             let slot = if id.init { id.index } else { n_init + id.index };
-            let Some(c) = self.ctrs.get_mut(slot) else { continue };
+            let Some(c) = self.ctrs.get_mut(slot) else {
+                continue;
+            };
             if c.current.is_none() || id.attempt >= c.attempt {
                 c.attempt = id.attempt;
                 c.current = Some(st);
             }
         }
         if self.ctrs.iter().any(|c| c.current.is_some()) {
-            self.start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string());
+            self.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.to_string());
             // Sandbox of a re-adopted pod: setup is idempotent and returns it.
         }
     }
@@ -213,7 +251,9 @@ impl Worker {
     }
 
     async fn refresh_runtime(&mut self) {
-        let Ok(list) = self.kl.runtime.list().await else { return };
+        let Ok(list) = self.kl.runtime.list().await else {
+            return;
+        };
         for c in &mut self.ctrs {
             if let Some(cur) = &c.current
                 && let Some(st) = list.iter().find(|s| s.id == cur.id)
@@ -226,7 +266,10 @@ impl Worker {
     async fn sync(&mut self, pod: &Pod) {
         self.refresh_runtime().await;
         let spec = pod.spec.clone().unwrap_or_default();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         let host_network = spec.host_network == Some(true);
         // Containers that exited: stop their probes, note when to restart.
         for i in 0..self.ctrs.len() {
@@ -237,12 +280,23 @@ impl Worker {
         }
         // Liveness/startup failures: kill, the restart policy does the rest.
         for i in 0..self.ctrs.len() {
-            let failed = self.ctrs[i].probes.as_ref().and_then(|p| p.failed.lock().unwrap().take());
+            let failed = self.ctrs[i]
+                .probes
+                .as_ref()
+                .and_then(|p| p.failed.lock().unwrap().take());
             if let Some((_kind, msg)) = failed
                 && self.ctrs[i].running()
             {
                 let name = self.ctrs[i].name.clone();
-                self.kl.event(pod, false, "Killing", msg, Some(&format!("spec.containers{{{name}}}"))).await;
+                self.kl
+                    .event(
+                        pod,
+                        false,
+                        "Killing",
+                        msg,
+                        Some(&format!("spec.containers{{{name}}}")),
+                    )
+                    .await;
                 let grace = grace_period(pod);
                 self.kill_one(pod, i, grace).await;
             }
@@ -259,7 +313,13 @@ impl Worker {
                 Ok(sb) => self.sandbox = Some(sb),
                 Err(e) => {
                     self.kl
-                        .event(pod, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e:#}"), None)
+                        .event(
+                            pod,
+                            true,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to create pod sandbox: {e:#}"),
+                            None,
+                        )
                         .await;
                     self.mount_retry = Some(Instant::now() + Duration::from_secs(2));
                     return;
@@ -267,7 +327,10 @@ impl Worker {
             }
         }
         let ip = self.pod_ip().map(|i| i.to_string());
-        let resync = self.vols.is_none() || self.vols_synced.is_none_or(|t| t.elapsed() >= VOLUME_RESYNC);
+        let resync = self.vols.is_none()
+            || self
+                .vols_synced
+                .is_none_or(|t| t.elapsed() >= VOLUME_RESYNC);
         if resync {
             let dir = volumes::pod_dir(&self.kl.cfg, &self.h.uid);
             if let Err(e) = volumes::write_etc_files(&self.kl.cfg, pod, &dir, ip.as_deref()) {
@@ -281,7 +344,9 @@ impl Worker {
                 }
                 Err(e) => {
                     if self.vols.is_none() {
-                        self.kl.event(pod, true, "FailedMount", e.message().to_string(), None).await;
+                        self.kl
+                            .event(pod, true, "FailedMount", e.message().to_string(), None)
+                            .await;
                         for c in &mut self.ctrs {
                             if c.current.is_none() {
                                 c.waiting = Some(("ContainerCreating".into(), String::new()));
@@ -370,7 +435,9 @@ impl Worker {
                 let ran_long = c.current.as_ref().is_some_and(|cur| {
                     let (Ok(s), Some(Ok(f))) = (
                         chrono::DateTime::parse_from_rfc3339(&cur.started_at),
-                        cur.exit.as_ref().map(|e| chrono::DateTime::parse_from_rfc3339(&e.finished_at)),
+                        cur.exit
+                            .as_ref()
+                            .map(|e| chrono::DateTime::parse_from_rfc3339(&e.finished_at)),
                     ) else {
                         return false;
                     };
@@ -386,6 +453,7 @@ impl Worker {
                     c.next_start = Some(now + c.backoff);
                 }
                 if c.next_start > Some(now) {
+                    c.backoff_used = true;
                     let msg = format!(
                         "back-off {}s restarting failed container={} pod={}_{}({})",
                         c.backoff.as_secs(),
@@ -395,8 +463,24 @@ impl Worker {
                         self.h.uid
                     );
                     c.waiting = Some(("CrashLoopBackOff".into(), msg.clone()));
-                    let field = format!("spec.{}{{{}}}", if c.init { "initContainers" } else { "containers" }, c.name);
-                    self.kl.event(pod, true, "BackOff", "Back-off restarting failed container".to_string(), Some(&field)).await;
+                    let field = format!(
+                        "spec.{}{{{}}}",
+                        if c.init {
+                            "initContainers"
+                        } else {
+                            "containers"
+                        },
+                        c.name
+                    );
+                    self.kl
+                        .event(
+                            pod,
+                            true,
+                            "BackOff",
+                            "Back-off restarting failed container".to_string(),
+                            Some(&field),
+                        )
+                        .await;
                     return;
                 }
                 self.restart_now(pod, i).await;
@@ -409,9 +493,16 @@ impl Worker {
     async fn restart_now(&mut self, pod: &Pod, i: usize) {
         let c = &mut self.ctrs[i];
         c.next_start = None;
-        c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+        if std::mem::take(&mut c.backoff_used) {
+            c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+        }
         if let Some(old) = c.current.take() {
-            c.last_term = Some(terminated_json(&old, &self.kl.cfg, self.vols.as_ref(), &c.name, c.attempt));
+            let mut t = terminated_json(&old, &self.kl.cfg, self.vols.as_ref(), &c.name, c.attempt);
+            if let Some(m) = c.start_error.take() {
+                t["terminated"]["reason"] = json!("StartError");
+                t["terminated"]["message"] = json!(m);
+            }
+            c.last_term = Some(t);
             let _ = self.kl.runtime.remove(&old.id).await;
             cleanup_instance(&self.kl.cfg, &old.id);
         }
@@ -424,23 +515,62 @@ impl Worker {
         if self.ctrs[i].next_start.is_some_and(|t| t > now) {
             return;
         }
-        let Some(spec_c) = self.spec_container(pod, i).cloned() else { return };
-        let Some(vols) = self.vols.as_ref() else { return };
+        let Some(spec_c) = self.spec_container(pod, i).cloned() else {
+            return;
+        };
+        let Some(vols) = self.vols.as_ref() else {
+            return;
+        };
         let init = self.ctrs[i].init;
-        let n_init = pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).map_or(0, |v| v.len());
+        let n_init = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .map_or(0, |v| v.len());
         let index = if init { i } else { i - n_init };
         let attempt = self.ctrs[i].attempt;
-        let field = format!("spec.{}{{{}}}", if init { "initContainers" } else { "containers" }, spec_c.name);
-        let res = container::start(&self.kl, pod, self.sandbox.as_ref(), vols, &spec_c, init, index, attempt).await;
+        let field = format!(
+            "spec.{}{{{}}}",
+            if init { "initContainers" } else { "containers" },
+            spec_c.name
+        );
+        let res = container::start(
+            &self.kl,
+            pod,
+            self.sandbox.as_ref(),
+            vols,
+            &spec_c,
+            init,
+            index,
+            attempt,
+        )
+        .await;
         let c = &mut self.ctrs[i];
         match res {
             Ok(started) => {
                 c.waiting = None;
+                c.start_error = None;
                 c.pull_backoff = Duration::ZERO;
                 c.image_id = Some(image_id(&started.image));
                 c.current = Some(started.status);
-                self.kl.event(pod, false, "Created", format!("Created container {}", spec_c.name), Some(&field)).await;
-                self.kl.event(pod, false, "Started", format!("Started container {}", spec_c.name), Some(&field)).await;
+                self.kl
+                    .event(
+                        pod,
+                        false,
+                        "Created",
+                        format!("Created container {}", spec_c.name),
+                        Some(&field),
+                    )
+                    .await;
+                self.kl
+                    .event(
+                        pod,
+                        false,
+                        "Started",
+                        format!("Started container {}", spec_c.name),
+                        Some(&field),
+                    )
+                    .await;
                 self.start_probes(pod, i, &spec_c);
                 self.post_start_hook(pod, i, &spec_c).await;
             }
@@ -448,20 +578,67 @@ impl Worker {
                 let reason = e.reason();
                 match &e {
                     StartError::ImagePull(m) => {
-                        self.kl.event(pod, true, "Failed", format!("Failed to pull image \"{}\": {m}", spec_c.image.clone().unwrap_or_default()), Some(&field)).await;
-                        self.kl.event(pod, true, "Failed", "Error: ErrImagePull".into(), Some(&field)).await;
+                        self.kl
+                            .event(
+                                pod,
+                                true,
+                                "Failed",
+                                format!(
+                                    "Failed to pull image \"{}\": {m}",
+                                    spec_c.image.clone().unwrap_or_default()
+                                ),
+                                Some(&field),
+                            )
+                            .await;
+                        self.kl
+                            .event(
+                                pod,
+                                true,
+                                "Failed",
+                                "Error: ErrImagePull".into(),
+                                Some(&field),
+                            )
+                            .await;
                         let c = &mut self.ctrs[i];
-                        c.pull_backoff = if c.pull_backoff.is_zero() { BACKOFF_START } else { (c.pull_backoff * 2).min(BACKOFF_MAX) };
+                        c.pull_backoff = if c.pull_backoff.is_zero() {
+                            BACKOFF_START
+                        } else {
+                            (c.pull_backoff * 2).min(BACKOFF_MAX)
+                        };
                         c.next_start = Some(Instant::now() + c.pull_backoff);
                         // The first failure shows ErrImagePull; waiting for the retry shows ImagePullBackOff.
-                        let first = c.waiting.as_ref().is_none_or(|w| w.0 != "ErrImagePull" && w.0 != "ImagePullBackOff");
-                        c.waiting = Some((if first { "ErrImagePull" } else { "ImagePullBackOff" }.into(), e.message().to_string()));
+                        let first = c
+                            .waiting
+                            .as_ref()
+                            .is_none_or(|w| w.0 != "ErrImagePull" && w.0 != "ImagePullBackOff");
+                        c.waiting = Some((
+                            if first {
+                                "ErrImagePull"
+                            } else {
+                                "ImagePullBackOff"
+                            }
+                            .into(),
+                            e.message().to_string(),
+                        ));
                         if !first {
-                            self.kl.event(pod, false, "BackOff", format!("Back-off pulling image \"{}\"", spec_c.image.clone().unwrap_or_default()), Some(&field)).await;
+                            self.kl
+                                .event(
+                                    pod,
+                                    false,
+                                    "BackOff",
+                                    format!(
+                                        "Back-off pulling image \"{}\"",
+                                        spec_c.image.clone().unwrap_or_default()
+                                    ),
+                                    Some(&field),
+                                )
+                                .await;
                         }
                     }
                     StartError::Run(m) => {
-                        self.kl.event(pod, true, "Failed", format!("Error: {m}"), Some(&field)).await;
+                        self.kl
+                            .event(pod, true, "Failed", format!("Error: {m}"), Some(&field))
+                            .await;
                         let c = &mut self.ctrs[i];
                         let now = rfc3339_now();
                         // Shown as a terminated instance (exit 128), then the restart policy applies.
@@ -470,14 +647,32 @@ impl Worker {
                             pid: 0,
                             started_at: now.clone(),
                             log_path: Default::default(),
-                            exit: Some(crate::agent::runtime::ExitStatus { code: 128, signal: None, oom_killed: false, finished_at: now }),
+                            exit: Some(crate::agent::runtime::ExitStatus {
+                                code: 128,
+                                signal: None,
+                                oom_killed: false,
+                                finished_at: now,
+                            }),
                         });
-                        c.waiting = Some(("StartError".into(), m.clone()));
+                        c.waiting = None;
+                        c.start_error = Some(m.clone());
                     }
                     _ => {
-                        self.kl.event(pod, true, "Failed", format!("Error: {}", e.message()), Some(&field)).await;
+                        self.kl
+                            .event(
+                                pod,
+                                true,
+                                "Failed",
+                                format!("Error: {}", e.message()),
+                                Some(&field),
+                            )
+                            .await;
                         let c = &mut self.ctrs[i];
-                        c.pull_backoff = if c.pull_backoff.is_zero() { Duration::from_secs(2) } else { (c.pull_backoff * 2).min(Duration::from_secs(20)) };
+                        c.pull_backoff = if c.pull_backoff.is_zero() {
+                            Duration::from_secs(2)
+                        } else {
+                            (c.pull_backoff * 2).min(Duration::from_secs(20))
+                        };
                         c.next_start = Some(Instant::now() + c.pull_backoff);
                         c.waiting = Some((reason.into(), e.message().to_string()));
                     }
@@ -490,8 +685,12 @@ impl Worker {
         let c = &mut self.ctrs[i];
         c.stop_probes();
         let state = Arc::new(ProbeState::default());
-        state.started.store(spec_c.startup_probe.is_none(), Ordering::SeqCst);
-        state.ready.store(spec_c.readiness_probe.is_none(), Ordering::SeqCst);
+        state
+            .started
+            .store(spec_c.startup_probe.is_none(), Ordering::SeqCst);
+        state
+            .ready
+            .store(spec_c.readiness_probe.is_none(), Ordering::SeqCst);
         c.probes = Some(state.clone());
         if c.init {
             return;
@@ -511,7 +710,9 @@ impl Worker {
                 let kl = kl.clone();
                 let pod = pod2.clone();
                 let field = field.clone();
-                tokio::spawn(async move { kl.event(&pod, true, "Unhealthy", msg, Some(&field)).await });
+                tokio::spawn(
+                    async move { kl.event(&pod, true, "Unhealthy", msg, Some(&field)).await },
+                );
             };
             let task = tokio::spawn(probe::run_loop(
                 kind,
@@ -529,35 +730,56 @@ impl Worker {
     }
 
     async fn post_start_hook(&mut self, pod: &Pod, i: usize, spec_c: &Container) {
-        let Some(h) = spec_c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) else { return };
-        let id = self.ctrs[i].current.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+        let Some(h) = spec_c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) else {
+            return;
+        };
+        let id = self.ctrs[i]
+            .current
+            .as_ref()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
         let ip = self.pod_ip();
         let outcome = run_handler(&self.kl, &id, &h, spec_c, ip).await;
         if let probe::Outcome::Failure(msg) = outcome {
             let field = format!("spec.containers{{{}}}", spec_c.name);
-            self.kl.event(pod, true, "FailedPostStartHook", msg, Some(&field)).await;
+            self.kl
+                .event(pod, true, "FailedPostStartHook", msg, Some(&field))
+                .await;
             self.kill_one(pod, i, grace_period(pod)).await;
         }
     }
 
     /// Stops one running instance: preStop hook, SIGTERM, grace, SIGKILL.
     async fn kill_one(&mut self, pod: &Pod, i: usize, grace: i64) {
-        let Some(cur) = self.ctrs[i].current.clone() else { return };
+        let Some(cur) = self.ctrs[i].current.clone() else {
+            return;
+        };
         if cur.exit.is_some() {
             return;
         }
         self.ctrs[i].stop_probes();
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
         let spec_c = self.spec_container(pod, i).cloned();
-        if let Some(h) = spec_c.as_ref().and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone()) {
+        if let Some(h) = spec_c
+            .as_ref()
+            .and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone())
+        {
             let ip = self.pod_ip();
             let c = spec_c.clone().unwrap_or_default();
-            let _ = tokio::time::timeout_at(deadline, run_handler(&self.kl, &cur.id, &h, &c, ip)).await;
+            let _ =
+                tokio::time::timeout_at(deadline, run_handler(&self.kl, &cur.id, &h, &c, ip)).await;
         }
         let mut exits = self.kl.runtime.subscribe();
         let _ = self.kl.runtime.signal(&cur.id, libc::SIGTERM).await;
         loop {
-            if self.kl.runtime.list().await.map(|l| has_exited(&l, &cur.id)).unwrap_or(true) {
+            if self
+                .kl
+                .runtime
+                .list()
+                .await
+                .map(|l| has_exited(&l, &cur.id))
+                .unwrap_or(true)
+            {
                 break;
             }
             match tokio::time::timeout_at(deadline, exits.recv()).await {
@@ -566,10 +788,18 @@ impl Worker {
                     let _ = self.kl.runtime.signal(&cur.id, libc::SIGKILL).await;
                     let _ = tokio::time::timeout(Duration::from_secs(5), async {
                         loop {
-                            if self.kl.runtime.list().await.map(|l| has_exited(&l, &cur.id)).unwrap_or(true) {
+                            if self
+                                .kl
+                                .runtime
+                                .list()
+                                .await
+                                .map(|l| has_exited(&l, &cur.id))
+                                .unwrap_or(true)
+                            {
                                 break;
                             }
-                            let _ = tokio::time::timeout(Duration::from_millis(200), exits.recv()).await;
+                            let _ = tokio::time::timeout(Duration::from_millis(200), exits.recv())
+                                .await;
                         }
                     })
                     .await;
@@ -582,9 +812,17 @@ impl Worker {
 
     /// Stops every container (regular ones in parallel as the kubelet does).
     async fn terminate(&mut self, grace: i64) {
-        let Some(pod) = self.last_pod.clone().or_else(|| self.h.pod.lock().unwrap().clone()) else { return };
+        let Some(pod) = self
+            .last_pod
+            .clone()
+            .or_else(|| self.h.pod.lock().unwrap().clone())
+        else {
+            return;
+        };
         if self.ctrs.iter().any(|c| c.running()) {
-            self.kl.event(&pod, false, "Killing", "Stopping pod".into(), None).await;
+            self.kl
+                .event(&pod, false, "Killing", "Stopping pod".into(), None)
+                .await;
         }
         // Sequential kill keeps the code simple; each one is bounded by the grace period
         // from the same start, so the total stays within it.
@@ -634,15 +872,22 @@ impl Worker {
         v.namespace = pod.namespace().unwrap_or_default();
         v.name = pod.name_any();
         v.netns = self.sandbox.as_ref().map(|s| s.netns.clone());
-        v.default_container = pod.annotations().get("kubectl.kubernetes.io/default-container").cloned();
+        v.default_container = pod
+            .annotations()
+            .get("kubectl.kubernetes.io/default-container")
+            .cloned();
         let mut list = Vec::new();
         // Regular containers first: `kubectl logs POD` with one container picks it.
-        let order: Vec<usize> = (0..self.ctrs.len()).filter(|i| !self.ctrs[*i].init).chain((0..self.ctrs.len()).filter(|i| self.ctrs[*i].init)).collect();
+        let order: Vec<usize> = (0..self.ctrs.len())
+            .filter(|i| !self.ctrs[*i].init)
+            .chain((0..self.ctrs.len()).filter(|i| self.ctrs[*i].init))
+            .collect();
         for i in order {
             let c = &self.ctrs[i];
             let spec_c = self.spec_container(pod, i);
             let log_path = container::log_path(&self.kl.cfg, pod, &c.name, c.attempt);
-            let previous = (c.attempt > 0).then(|| container::log_path(&self.kl.cfg, pod, &c.name, c.attempt - 1));
+            let previous = (c.attempt > 0)
+                .then(|| container::log_path(&self.kl.cfg, pod, &c.name, c.attempt - 1));
             list.push((
                 c.name.clone(),
                 ContainerRef {
@@ -656,7 +901,10 @@ impl Worker {
             ));
         }
         // Only regular containers count for the "only container" default.
-        let regular = list.iter().filter(|(n, _)| self.ctrs.iter().any(|c| &c.name == n && !c.init)).count();
+        let regular = list
+            .iter()
+            .filter(|(n, _)| self.ctrs.iter().any(|c| &c.name == n && !c.init))
+            .count();
         if v.default_container.is_none() && regular == 1 {
             v.default_container = Some(list[0].0.clone());
         }
@@ -683,39 +931,39 @@ impl Worker {
         let state = if let Some((reason, message)) = &c.waiting
             && !c.running()
         {
-            if reason == "StartError" {
-                json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}})
-            } else if message.is_empty() {
+            if message.is_empty() {
                 json!({"waiting": {"reason": reason}})
             } else {
                 json!({"waiting": {"reason": reason, "message": message}})
             }
         } else {
             match &c.current {
-                Some(cur) if cur.exit.is_none() => json!({"running": {"startedAt": to_secs(&cur.started_at)}}),
-                Some(cur) => terminated_json(cur, &self.kl.cfg, self.vols.as_ref(), &c.name, c.attempt),
+                Some(cur) if cur.exit.is_none() => {
+                    json!({"running": {"startedAt": to_secs(&cur.started_at)}})
+                }
+                Some(cur) => {
+                    let mut t =
+                        terminated_json(cur, &self.kl.cfg, self.vols.as_ref(), &c.name, c.attempt);
+                    if let Some(m) = &c.start_error {
+                        t["terminated"]["reason"] = json!("StartError");
+                        t["terminated"]["message"] = json!(m);
+                    }
+                    t
+                }
                 None => json!({"waiting": {"reason": "ContainerCreating"}}),
             }
         };
-        // A StartError instance is shown as terminated in lastState.
-        if let (Some((r, m)), Some(cur)) = (&c.waiting, &c.current)
-            && r == "StartError"
-        {
-            let mut t = terminated_json(cur, &self.kl.cfg, None, &c.name, c.attempt);
-            t["terminated"]["reason"] = json!("StartError");
-            t["terminated"]["message"] = json!(m);
-            st["state"] = if c.next_start.is_some() { state } else { json!({"terminated": t["terminated"].clone()}) };
-            st["lastState"] = t;
-        } else {
-            st["state"] = state;
-            st["lastState"] = c.last_term.clone().unwrap_or_else(|| json!({}));
-        }
+        st["state"] = state;
+        st["lastState"] = c.last_term.clone().unwrap_or_else(|| json!({}));
         st
     }
 
     fn phase(&self, pod: &Pod) -> &'static str {
         let spec = pod.spec.clone().unwrap_or_default();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         let n_init = spec.init_containers.as_ref().map_or(0, |v| v.len());
         for c in &self.ctrs[..n_init] {
             match c.exit_code() {
@@ -763,10 +1011,21 @@ impl Worker {
         let n_init = spec.init_containers.as_ref().map_or(0, |v| v.len());
         let phase = self.phase(pod);
         let now = rfc3339_now();
-        let init_statuses: Vec<Value> = (0..n_init).map(|i| self.container_status(pod, i)).collect();
-        let statuses: Vec<Value> = (n_init..self.ctrs.len()).map(|i| self.container_status(pod, i)).collect();
-        let init_pending: Vec<String> = self.ctrs[..n_init].iter().filter(|c| c.exit_code() != Some(0)).map(|c| c.name.clone()).collect();
-        let unready: Vec<String> = self.ctrs[n_init..].iter().filter(|c| !c.ready()).map(|c| c.name.clone()).collect();
+        let init_statuses: Vec<Value> =
+            (0..n_init).map(|i| self.container_status(pod, i)).collect();
+        let statuses: Vec<Value> = (n_init..self.ctrs.len())
+            .map(|i| self.container_status(pod, i))
+            .collect();
+        let init_pending: Vec<String> = self.ctrs[..n_init]
+            .iter()
+            .filter(|c| c.exit_code() != Some(0))
+            .map(|c| c.name.clone())
+            .collect();
+        let unready: Vec<String> = self.ctrs[n_init..]
+            .iter()
+            .filter(|c| !c.ready())
+            .map(|c| c.name.clone())
+            .collect();
         let old: BTreeMap<String, Value> = pod
             .status
             .as_ref()
@@ -777,47 +1036,89 @@ impl Worker {
             .collect();
         let terminal = phase == "Succeeded" || phase == "Failed";
         let conds = {
-        let cond = |type_: &str, ok: bool, reason: &str, message: String| -> Value {
-            let status = if ok { "True" } else { "False" };
-            let prev = old.get(type_);
-            let since = prev
-                .filter(|p| p.get("status").and_then(|s| s.as_str()) == Some(status))
-                .and_then(|p| p.get("lastTransitionTime").cloned())
-                .unwrap_or_else(|| json!(now.clone()));
-            let mut v = json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
-            if !ok && !reason.is_empty() {
-                v["reason"] = json!(reason);
-                v["message"] = json!(message);
-            }
-            v
-        };
-        let gates_ok = spec.readiness_gates.clone().unwrap_or_default().iter().all(|g| {
-            old.get(&g.condition_type).and_then(|c| c.get("status")).and_then(|s| s.as_str()) == Some("True")
-        });
-        let sandbox_ok = self.sandbox.is_some() || spec.host_network == Some(true);
-        let mut conds = vec![
-            cond("PodReadyToStartContainers", sandbox_ok && !terminal, "", String::new()),
-            cond(
-                "Initialized",
-                init_pending.is_empty(),
-                "ContainersNotInitialized",
-                format!("containers with incomplete status: [{}]", init_pending.join(" ")),
-            ),
-        ];
-        let (ready_reason, ready_msg) = if terminal {
-            ("PodCompleted", String::new())
-        } else {
-            ("ContainersNotReady", format!("containers with unready status: [{}]", unready.join(" ")))
-        };
-        let containers_ready = unready.is_empty() && !terminal;
-        conds.push(cond("ContainersReady", containers_ready, ready_reason, ready_msg.clone()));
-        let ready_reason = if containers_ready && !gates_ok { "ReadinessGatesNotReady" } else { ready_reason };
-        conds.push(cond("Ready", containers_ready && gates_ok, ready_reason, ready_msg));
-        conds
+            let cond = |type_: &str, ok: bool, reason: &str, message: String| -> Value {
+                let status = if ok { "True" } else { "False" };
+                let prev = old.get(type_);
+                let since = prev
+                    .filter(|p| p.get("status").and_then(|s| s.as_str()) == Some(status))
+                    .and_then(|p| p.get("lastTransitionTime").cloned())
+                    .unwrap_or_else(|| json!(now.clone()));
+                let mut v = json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+                if !ok && !reason.is_empty() {
+                    v["reason"] = json!(reason);
+                    v["message"] = json!(message);
+                }
+                v
+            };
+            let gates_ok = spec
+                .readiness_gates
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .all(|g| {
+                    old.get(&g.condition_type)
+                        .and_then(|c| c.get("status"))
+                        .and_then(|s| s.as_str())
+                        == Some("True")
+                });
+            let sandbox_ok = self.sandbox.is_some() || spec.host_network == Some(true);
+            let mut conds = vec![
+                cond(
+                    "PodReadyToStartContainers",
+                    sandbox_ok && !terminal,
+                    "",
+                    String::new(),
+                ),
+                cond(
+                    "Initialized",
+                    init_pending.is_empty(),
+                    "ContainersNotInitialized",
+                    format!(
+                        "containers with incomplete status: [{}]",
+                        init_pending.join(" ")
+                    ),
+                ),
+            ];
+            let (ready_reason, ready_msg) = if terminal {
+                ("PodCompleted", String::new())
+            } else {
+                (
+                    "ContainersNotReady",
+                    format!("containers with unready status: [{}]", unready.join(" ")),
+                )
+            };
+            let containers_ready = unready.is_empty() && !terminal;
+            conds.push(cond(
+                "ContainersReady",
+                containers_ready,
+                ready_reason,
+                ready_msg.clone(),
+            ));
+            let ready_reason = if containers_ready && !gates_ok {
+                "ReadinessGatesNotReady"
+            } else {
+                ready_reason
+            };
+            conds.push(cond(
+                "Ready",
+                containers_ready && gates_ok,
+                ready_reason,
+                ready_msg,
+            ));
+            conds
         };
         // Conditions others own (PodScheduled, DisruptionTarget, readiness gates) stay.
-        let mine = ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"];
-        let mut all: Vec<Value> = old.iter().filter(|(k, _)| !mine.contains(&k.as_str())).map(|(_, v)| v.clone()).collect();
+        let mine = [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+        ];
+        let mut all: Vec<Value> = old
+            .iter()
+            .filter(|(k, _)| !mine.contains(&k.as_str()))
+            .map(|(_, v)| v.clone())
+            .collect();
         all.extend(conds);
         let ip = self.pod_ip().map(|i| i.to_string());
         let mut status = json!({
@@ -840,9 +1141,14 @@ impl Worker {
         if self.last_status.as_ref() == Some(&status) {
             return;
         }
-        let api: Api<Pod> = Api::namespaced(self.kl.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.kl.client.clone(), &pod.namespace().unwrap_or_default());
         match api
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
             .await
         {
             Ok(_) => self.last_status = Some(status),
@@ -869,7 +1175,10 @@ fn has_exited(list: &[ContainerStatus], id: &str) -> bool {
 }
 
 fn grace_period(pod: &Pod) -> i64 {
-    pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30)
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
 }
 
 fn image_id(img: &crate::agent::images::ImageRecord) -> String {
@@ -878,16 +1187,28 @@ fn image_id(img: &crate::agent::images::ImageRecord) -> String {
         Some(i) if !repo[i..].contains('/') => &repo[..i],
         _ => repo,
     };
-    format!("{repo}@{}", img.index_digest.as_deref().unwrap_or(&img.digest))
+    format!(
+        "{repo}@{}",
+        img.index_digest.as_deref().unwrap_or(&img.digest)
+    )
 }
 
-fn terminated_json(cur: &ContainerStatus, cfg: &crate::agent::AgentConfig, vols: Option<&PodVolumes>, name: &str, attempt: u32) -> Value {
-    let exit = cur.exit.clone().unwrap_or(crate::agent::runtime::ExitStatus {
-        code: 0,
-        signal: None,
-        oom_killed: false,
-        finished_at: rfc3339_now(),
-    });
+fn terminated_json(
+    cur: &ContainerStatus,
+    cfg: &crate::agent::AgentConfig,
+    vols: Option<&PodVolumes>,
+    name: &str,
+    attempt: u32,
+) -> Value {
+    let exit = cur
+        .exit
+        .clone()
+        .unwrap_or(crate::agent::runtime::ExitStatus {
+            code: 0,
+            signal: None,
+            oom_killed: false,
+            finished_at: rfc3339_now(),
+        });
     let reason = if exit.oom_killed {
         "OOMKilled"
     } else if exit.code == 0 {
@@ -906,7 +1227,11 @@ fn terminated_json(cur: &ContainerStatus, cfg: &crate::agent::AgentConfig, vols:
         t["signal"] = json!(sig);
     }
     if let Some(v) = vols {
-        let p = v.pod_dir.join("containers").join(name).join(format!("{attempt}-termination-log"));
+        let p = v
+            .pod_dir
+            .join("containers")
+            .join(name)
+            .join(format!("{attempt}-termination-log"));
         if let Ok(msg) = std::fs::read(&p)
             && !msg.is_empty()
         {
@@ -918,7 +1243,13 @@ fn terminated_json(cur: &ContainerStatus, cfg: &crate::agent::AgentConfig, vols:
     json!({"terminated": t})
 }
 
-async fn run_handler(kl: &Kubelet, id: &str, h: &k8s_openapi::api::core::v1::LifecycleHandler, c: &Container, ip: Option<IpAddr>) -> probe::Outcome {
+async fn run_handler(
+    kl: &Kubelet,
+    id: &str,
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+    c: &Container,
+    ip: Option<IpAddr>,
+) -> probe::Outcome {
     let timeout = Duration::from_secs(30);
     if let Some(e) = &h.exec {
         probe::exec(&kl.runtime, id, e, timeout).await
@@ -931,4 +1262,3 @@ async fn run_handler(kl: &Kubelet, id: &str, h: &k8s_openapi::api::core::v1::Lif
         probe::Outcome::Success
     }
 }
-

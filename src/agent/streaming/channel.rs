@@ -4,9 +4,9 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use hyper::header::{self, HeaderMap, HeaderValue};
 use futures::SinkExt;
 use futures::stream::SplitSink;
+use hyper::header::{self, HeaderMap, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -242,15 +242,24 @@ mod tests {
     fn negotiation_follows_client_order() {
         let offered = |s: &str| {
             let mut h = HeaderMap::new();
-            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(s).unwrap());
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(s).unwrap(),
+            );
             offered_protocols(&h)
         };
         assert_eq!(
-            negotiate(&offered("v5.channel.k8s.io, v4.channel.k8s.io"), EXEC_PROTOCOLS),
+            negotiate(
+                &offered("v5.channel.k8s.io, v4.channel.k8s.io"),
+                EXEC_PROTOCOLS
+            ),
             Ok(Some(V5.to_string()))
         );
         assert_eq!(
-            negotiate(&offered("v5.channel.k8s.io,v4.channel.k8s.io"), PORT_FORWARD_PROTOCOLS),
+            negotiate(
+                &offered("v5.channel.k8s.io,v4.channel.k8s.io"),
+                PORT_FORWARD_PROTOCOLS
+            ),
             Ok(Some(V4.to_string()))
         );
         assert_eq!(
@@ -264,15 +273,24 @@ mod tests {
     #[test]
     fn accept_key() {
         let mut h = HeaderMap::new();
-        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         // RFC 6455's example.
         h.insert(
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
         );
         let out = accept_headers(&h, Some(V5)).unwrap();
-        assert!(out.iter().any(|(n, v)| n == header::SEC_WEBSOCKET_ACCEPT
-            && v == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-        assert!(out.iter().any(|(n, v)| n == header::SEC_WEBSOCKET_PROTOCOL && v == V5));
+        assert!(
+            out.iter()
+                .any(|(n, v)| n == header::SEC_WEBSOCKET_ACCEPT
+                    && v == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        assert!(
+            out.iter()
+                .any(|(n, v)| n == header::SEC_WEBSOCKET_PROTOCOL && v == V5)
+        );
     }
 }

@@ -128,7 +128,11 @@ fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     let consumed = loop {
         match it.next() {
             Some(Ok(v)) => {
-                let dim = |k: &str| v.get(k).and_then(Value::as_u64).map(|n| n.min(u16::MAX as u64) as u16);
+                let dim = |k: &str| {
+                    v.get(k)
+                        .and_then(Value::as_u64)
+                        .map(|n| n.min(u16::MAX as u64) as u16)
+                };
                 if let (Some(w), Some(h)) = (dim("Width"), dim("Height")) {
                     sizes.push((w, h));
                 }
@@ -210,7 +214,11 @@ async fn pump(mut r: Box<dyn AsyncRead + Send + Unpin>, out: WsOut, ch: u8, mut 
 }
 
 /// Sends the close and waits (briefly) for the client's reply.
-async fn finish(out: WsOut, writer: tokio::task::JoinHandle<()>, input: tokio::task::JoinHandle<()>) {
+async fn finish(
+    out: WsOut,
+    writer: tokio::task::JoinHandle<()>,
+    input: tokio::task::JoinHandle<()>,
+) {
     out.close().await;
     drop(out);
     let _ = tokio::time::timeout(CLOSE_WAIT, writer).await;
@@ -248,10 +256,20 @@ pub async fn exec<S>(
     let mut input = tokio::spawn(input_loop(stream, proto, stdin, session.resize));
     let mut pumps = Vec::new();
     if let Some(r) = session.stdout {
-        pumps.push(tokio::spawn(pump(r, out.clone(), channel::STDOUT, opts.stdout)));
+        pumps.push(tokio::spawn(pump(
+            r,
+            out.clone(),
+            channel::STDOUT,
+            opts.stdout,
+        )));
     }
     if let Some(r) = session.stderr {
-        pumps.push(tokio::spawn(pump(r, out.clone(), channel::STDERR, opts.stderr)));
+        pumps.push(tokio::spawn(pump(
+            r,
+            out.clone(),
+            channel::STDERR,
+            opts.stderr,
+        )));
     }
     let code = tokio::select! {
         code = session.exit => code,
@@ -375,7 +393,10 @@ mod tests {
         assert_eq!(o.command, ["sh", "-c", "echo hi"]);
         assert!(o.stdin && o.stdout && o.stderr && !o.tty);
         let o = ExecOptions::from_query(&q("command=ls&output=1&error=1&tty=1")).unwrap();
-        assert!(o.stdout && !o.stderr && o.tty, "tty folds stderr into stdout");
+        assert!(
+            o.stdout && !o.stderr && o.tty,
+            "tty folds stderr into stdout"
+        );
         assert!(ExecOptions::from_query(&q("command=ls")).is_err());
     }
 
@@ -385,7 +406,10 @@ mod tests {
             serde_json::to_string(&status_success()).unwrap(),
             r#"{"metadata":{},"status":"Success"}"#
         );
-        let cmd: Vec<String> = ["sh", "-c", "exit 3"].iter().map(|s| s.to_string()).collect();
+        let cmd: Vec<String> = ["sh", "-c", "exit 3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(
             serde_json::to_string(&status_exit_code(&cmd, 3)).unwrap(),
             r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#

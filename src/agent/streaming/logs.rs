@@ -47,7 +47,12 @@ impl LogOptions {
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.as_str())
         };
-        let flag = |k: &str| get(k).map(parse_bool).transpose().map(|b| b.unwrap_or(false));
+        let flag = |k: &str| {
+            get(k)
+                .map(parse_bool)
+                .transpose()
+                .map(|b| b.unwrap_or(false))
+        };
         let int = |k: &str| {
             get(k)
                 .filter(|v| !v.is_empty())
@@ -193,7 +198,7 @@ pub fn log_files(current: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     files.push(current.to_path_buf());
     files
@@ -357,7 +362,9 @@ impl LogSink {
         LogSink {
             tx,
             remaining: opts.limit_bytes,
-            tail: opts.tail_lines.map(|n| VecDeque::with_capacity(n.min(4096))),
+            tail: opts
+                .tail_lines
+                .map(|n| VecDeque::with_capacity(n.min(4096))),
             opts,
             asm: Assembler::default(),
         }
@@ -537,7 +544,9 @@ mod tests {
     fn rotated_files_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let cur = dir.path().join("0.log");
-        for n in ["0.log", "0.log.1", "0.log.2", "0.log.10", "0.log.x", "1.log"] {
+        for n in [
+            "0.log", "0.log.1", "0.log.2", "0.log.10", "0.log.x", "1.log",
+        ] {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
         let files: Vec<String> = log_files(&cur)

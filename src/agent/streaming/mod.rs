@@ -62,7 +62,12 @@ pub enum LookupError {
 /// What the kubelet tells the streaming endpoint about its pods.
 pub trait Pods: Send + Sync + 'static {
     /// `container` empty = the pod's only (or default-container-annotated) container.
-    fn container(&self, namespace: &str, pod: &str, container: &str) -> Result<ContainerRef, LookupError>;
+    fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<ContainerRef, LookupError>;
     /// The pod's network namespace file (port-forward connects inside it).
     fn netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, LookupError>;
 }
@@ -153,7 +158,9 @@ pub async fn serve_listener(
                     } else {
                         text(
                             StatusCode::FORBIDDEN,
-                            &format!("Forbidden (user={name}, verb=get, resource=nodes, subresource=proxy)"),
+                            &format!(
+                                "Forbidden (user={name}, verb=get, resource=nodes, subresource=proxy)"
+                            ),
                         )
                     })
                 }
@@ -178,15 +185,17 @@ fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor> {
         CertificateDer::pem_slice_iter(config.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .context("streaming serving certificate")?;
-    let key =
-        PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes()).context("streaming serving key")?;
+    let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes())
+        .context("streaming serving key")?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(config.client_ca_pem.as_bytes()) {
         roots.add(c.context("client CA certificate")?)?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -208,7 +217,10 @@ pub fn kubelet_serving_cert(node_name: &str, ips: &[IpAddr]) -> Result<(String, 
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("{node_name}@{}", chrono::Utc::now().timestamp()));
+    dn.push(
+        DnType::CommonName,
+        format!("{node_name}@{}", chrono::Utc::now().timestamp()),
+    );
     params.distinguished_name = dn;
     let mut sans = vec![SanType::DnsName(node_name.to_string().try_into()?)];
     sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -334,7 +346,9 @@ fn container_logs(
             None => {
                 return text(
                     StatusCode::BAD_REQUEST,
-                    &format!("previous terminated container {container:?} in pod {pod:?} not found"),
+                    &format!(
+                        "previous terminated container {container:?} in pod {pod:?} not found"
+                    ),
                 );
             }
         }
@@ -383,16 +397,14 @@ fn running_check(
 }
 
 /// Answers a WebSocket handshake: the negotiated protocol and the 101, or
-/// the refusal.
+/// why not.
 fn ws_handshake(
     req: &Request<Incoming>,
     supported: &[&str],
-) -> Result<(Option<String>, Response<Body>), Response<Body>> {
+) -> Result<(Option<String>, Response<Body>), String> {
     let offered = channel::offered_protocols(req.headers());
-    let proto = channel::negotiate(&offered, supported)
-        .map_err(|e| status(StatusCode::BAD_REQUEST, &e))?;
-    let headers = channel::accept_headers(req.headers(), proto.as_deref())
-        .map_err(|e| status(StatusCode::BAD_REQUEST, &e))?;
+    let proto = channel::negotiate(&offered, supported)?;
+    let headers = channel::accept_headers(req.headers(), proto.as_deref())?;
     let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     for (k, v) in headers {
         resp = resp.header(k, v);
@@ -404,7 +416,9 @@ async fn upgraded_ws(
     on: hyper::upgrade::OnUpgrade,
 ) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
     match on.await {
-        Ok(up) => Some(WebSocketStream::from_raw_socket(TokioIo::new(up), WsRole::Server, None).await),
+        Ok(up) => {
+            Some(WebSocketStream::from_raw_socket(TokioIo::new(up), WsRole::Server, None).await)
+        }
         Err(e) => {
             tracing::debug!("streaming upgrade: {e}");
             None
@@ -451,7 +465,7 @@ fn exec_or_attach(
     }
     let (proto, resp) = match ws_handshake(&req, channel::EXEC_PROTOCOLS) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return status(StatusCode::BAD_REQUEST, &e),
     };
     let proto = channel::Proto::from_name(proto.as_deref());
     let on = hyper::upgrade::on(&mut req);
@@ -496,7 +510,7 @@ fn port_forward(
     if channel::is_websocket(req.headers()) {
         let (proto, resp) = match ws_handshake(&req, channel::PORT_FORWARD_PROTOCOLS) {
             Ok(r) => r,
-            Err(resp) => return resp,
+            Err(e) => return status(StatusCode::BAD_REQUEST, &e),
         };
         let tunnel = proto.as_deref() == Some(channel::SPDY_TUNNEL);
         let ports = if tunnel {
@@ -504,7 +518,10 @@ fn port_forward(
         } else {
             match portforward::parse_ports(query) {
                 Ok(p) if p.is_empty() => {
-                    return status(StatusCode::BAD_REQUEST, "query parameter \"port\" is required");
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "query parameter \"port\" is required",
+                    );
                 }
                 Ok(p) => p,
                 Err(e) => return status(StatusCode::BAD_REQUEST, &e),

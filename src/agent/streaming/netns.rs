@@ -4,7 +4,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 /// A TCP connection to localhost:`port` inside `netns` (IPv4, then IPv6),
 /// as the CRI runtimes do for port-forward.
 pub async fn connect(netns: PathBuf, port: u16) -> anyhow::Result<tokio::net::TcpStream> {

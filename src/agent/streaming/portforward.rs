@@ -28,9 +28,12 @@ pub struct Target {
 
 impl Target {
     async fn connect(&self, port: u16) -> Result<tokio::net::TcpStream, String> {
-        netns::connect(self.netns.clone(), port)
-            .await
-            .map_err(|e| format!("error forwarding port {port} to pod {}, uid : {e:#}", self.pod))
+        netns::connect(self.netns.clone(), port).await.map_err(|e| {
+            format!(
+                "error forwarding port {port} to pod {}, uid : {e:#}",
+                self.pod
+            )
+        })
     }
 }
 
@@ -110,8 +113,12 @@ impl Inbound {
 
 /// `v4.channel.k8s.io`: per port i, channel 2i carries data and 2i+1
 /// errors; each channel's first server frame is the port (u16 LE).
-pub async fn serve_channels<S>(ws: WebSocketStream<S>, proto: Proto, ports: Vec<u16>, target: Arc<Target>)
-where
+pub async fn serve_channels<S>(
+    ws: WebSocketStream<S>,
+    proto: Proto,
+    ports: Vec<u16>,
+    target: Arc<Target>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, mut stream) = ws.split();
@@ -178,14 +185,14 @@ where
         let (mut rd, mut wr) = tokio::io::split(theirs);
         let mut up = tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
-                match msg {
-                    Message::Binary(b) => {
-                        if wr.write_all(&b).await.is_err() {
-                            break;
-                        }
-                    }
-                    Message::Close(_) => break,
-                    _ => {}
+                if msg.is_close() {
+                    break;
+                }
+                // SPDY travels in binary messages only.
+                if let Message::Binary(b) = msg
+                    && wr.write_all(&b).await.is_err()
+                {
+                    break;
                 }
             }
             let _ = wr.shutdown().await;
@@ -295,7 +302,10 @@ mod tests {
         let q = |s: &str| -> Vec<(String, String)> {
             form_urlencoded::parse(s.as_bytes()).into_owned().collect()
         };
-        assert_eq!(parse_ports(&q("ports=80,1234&port=5")).unwrap(), [80, 1234, 5]);
+        assert_eq!(
+            parse_ports(&q("ports=80,1234&port=5")).unwrap(),
+            [80, 1234, 5]
+        );
         assert!(parse_ports(&q("ports=0")).is_err());
         assert!(parse_ports(&q("port=")).is_err());
         assert!(parse_ports(&q("ports=http")).is_err());

@@ -857,7 +857,12 @@ impl SessionHandle {
     }
 }
 
-fn new_stream(id: u32, headers: Headers, rx: mpsc::Receiver<Bytes>, out: &mpsc::Sender<Out>) -> Stream {
+fn new_stream(
+    id: u32,
+    headers: Headers,
+    rx: mpsc::Receiver<Bytes>,
+    out: &mpsc::Sender<Out>,
+) -> Stream {
     Stream {
         id,
         headers,
@@ -1035,7 +1040,11 @@ mod tests {
         let h1 = decode_header_block(&dec.decompress(&b1).unwrap()).unwrap();
         assert_eq!(
             h1,
-            h(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")])
+            h(&[
+                ("streamtype", "error"),
+                ("port", "8080"),
+                ("requestid", "0")
+            ])
         );
         let h2 = decode_header_block(&dec.decompress(&b2).unwrap()).unwrap();
         assert_eq!(
@@ -1057,12 +1066,22 @@ mod tests {
         // Sync flush marker.
         assert_eq!(&first[first.len() - 4..], &[0, 0, 0xff, 0xff]);
         assert!(first.len() < raw.len(), "dictionary words compress");
-        assert_eq!(decode_header_block(&dec.decompress(&first).unwrap()).unwrap(), headers);
+        assert_eq!(
+            decode_header_block(&dec.decompress(&first).unwrap()).unwrap(),
+            headers
+        );
         for i in 0..50 {
-            let hs = h(&[("requestid", &i.to_string()), ("streamtype", "data"), ("port", "80")]);
+            let hs = h(&[
+                ("requestid", &i.to_string()),
+                ("streamtype", "data"),
+                ("port", "80"),
+            ]);
             let mut b = Vec::new();
             enc.compress(&encode_header_block(&hs), &mut b).unwrap();
-            assert_eq!(decode_header_block(&dec.decompress(&b).unwrap()).unwrap(), hs);
+            assert_eq!(
+                decode_header_block(&dec.decompress(&b).unwrap()).unwrap(),
+                hs
+            );
         }
     }
 
@@ -1228,7 +1247,10 @@ mod tests {
         );
         assert_eq!(&syn[..4], &[0x80, 0x03, 0x00, 0x01]);
         assert_eq!(syn[4], 0);
-        assert_eq!(u32::from_be_bytes([0, syn[5], syn[6], syn[7]]) as usize, syn.len() - 8);
+        assert_eq!(
+            u32::from_be_bytes([0, syn[5], syn[6], syn[7]]) as usize,
+            syn.len() - 8
+        );
         assert_eq!(&syn[8..18], &[0, 0, 0, 1, 0, 0, 0, 0, 0xe0, 0]);
     }
 
@@ -1282,7 +1304,11 @@ mod tests {
         client.handle.ping().await.unwrap();
         server.handle.ping().await.unwrap();
 
-        let mut s1 = client.handle.open(h(&[("streamtype", "data")])).await.unwrap();
+        let mut s1 = client
+            .handle
+            .open(h(&[("streamtype", "data")]))
+            .await
+            .unwrap();
         assert_eq!(s1.id, 1);
         let mut r1 = server.incoming.recv().await.unwrap();
         assert_eq!(header(&r1.headers, "streamtype"), Some("data"));

@@ -33,7 +33,9 @@ impl Pods for FakePods {
             .unwrap()
             .get(&format!("{ns}/{pod}/{c}"))
             .cloned()
-            .ok_or_else(|| LookupError::NotFound(format!("container {c:?} not found in pod {pod:?}")))
+            .ok_or_else(|| {
+                LookupError::NotFound(format!("container {c:?} not found in pod {pod:?}"))
+            })
     }
     fn netns(&self, _ns: &str, pod: &str) -> Result<PathBuf, LookupError> {
         if pod == "nopod" {
@@ -90,7 +92,11 @@ impl ContainerIo for FakeIo {
                 .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
             let (tx, exit) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                let code = child.wait().await.map(|s| s.code().unwrap_or(137)).unwrap_or(1);
+                let code = child
+                    .wait()
+                    .await
+                    .map(|s| s.code().unwrap_or(137))
+                    .unwrap_or(1);
                 let _ = tx.send(code);
             });
             Ok(ExecSession {
@@ -235,28 +241,40 @@ async fn logs_history_options_and_errors() {
     )
     .unwrap();
     let base = "/containerLogs/ns/pod/c";
-    assert_eq!(get(&env, base).await, (200, "one\ntwo\nthree\nfour\n".into()));
+    assert_eq!(
+        get(&env, base).await,
+        (200, "one\ntwo\nthree\nfour\n".into())
+    );
     assert_eq!(
         get(&env, &format!("{base}?tailLines=2")).await.1,
         "three\nfour\n"
     );
     assert_eq!(get(&env, &format!("{base}?tailLines=0")).await.1, "");
     assert_eq!(
-        get(&env, &format!("{base}?tailLines=2&timestamps=true")).await.1,
+        get(&env, &format!("{base}?tailLines=2&timestamps=true"))
+            .await
+            .1,
         "2024-01-01T00:00:03.5Z three\n2024-01-01T00:00:04Z four\n"
     );
     assert_eq!(
-        get(&env, &format!("{base}?timestamps=true&limitBytes=30")).await.1,
+        get(&env, &format!("{base}?timestamps=true&limitBytes=30"))
+            .await
+            .1,
         "2024-01-01T00:00:01.1Z one\n202"
     );
     assert_eq!(
-        get(&env, &format!("{base}?sinceTime=2024-01-01T00:00:02Z")).await.1,
+        get(&env, &format!("{base}?sinceTime=2024-01-01T00:00:02Z"))
+            .await
+            .1,
         "two\nthree\nfour\n"
     );
     // previous: none yet, then a file.
     let (code, body) = get(&env, &format!("{base}?previous=true")).await;
     assert_eq!(code, 400);
-    assert_eq!(body, "previous terminated container \"c\" in pod \"pod\" not found");
+    assert_eq!(
+        body,
+        "previous terminated container \"c\" in pod \"pod\" not found"
+    );
     std::fs::write(
         d.join("prev.log"),
         cri("2023-12-31T00:00:00Z", "stdout", "F", "old"),
@@ -309,12 +327,16 @@ async fn logs_follow_through_the_relay_with_rotation() {
     let mut got = String::new();
     want(&mut body, &mut got, "2024-01-01T00:00:01Z a\n").await;
     // Appended, in pieces: a partial record and its continuation.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     use std::io::Write;
     f.write_all(b"2024-01-01T00:00:02Z stdout P b").unwrap();
     f.flush().unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    f.write_all(b"1\n2024-01-01T00:00:02.5Z stdout F b2\n").unwrap();
+    f.write_all(b"1\n2024-01-01T00:00:02.5Z stdout F b2\n")
+        .unwrap();
     want(&mut body, &mut got, "2024-01-01T00:00:02Z b1b2\n").await;
     // Rotation: the writer renames and starts a new file.
     f.write_all(cri("2024-01-01T00:00:03Z", "stdout", "F", "c").as_bytes())
@@ -329,11 +351,17 @@ async fn logs_follow_through_the_relay_with_rotation() {
     )
     .await;
     // The container stops: the stream ends once the file is drained.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(cri("2024-01-01T00:00:05Z", "stdout", "F", "e").as_bytes())
         .unwrap();
     env.pods.set_running("ns/pod/follow", false);
-    let rest = tokio::time::timeout(T, body.collect()).await.unwrap().unwrap();
+    let rest = tokio::time::timeout(T, body.collect())
+        .await
+        .unwrap()
+        .unwrap();
     got.push_str(&String::from_utf8_lossy(&rest.to_bytes()));
     assert!(got.ends_with("2024-01-01T00:00:05Z e\n"), "{got}");
 }
@@ -422,10 +450,14 @@ async fn exec_v5_stdin_close_and_exit_code_through_the_relay() {
     let mut ws = ws_connect(tcp, path, "v5.channel.k8s.io, v4.channel.k8s.io").await;
     // First frame: the empty "ready" frame on stdout.
     assert_eq!(next_msg(&mut ws).await, Message::binary(vec![1]));
-    ws.send(Message::binary(b"\x00hello\n".to_vec())).await.unwrap();
-    ws.send(Message::binary(b"\x04{\"Width\":100,\"Height\":30}".to_vec()))
+    ws.send(Message::binary(b"\x00hello\n".to_vec()))
         .await
         .unwrap();
+    ws.send(Message::binary(
+        b"\x04{\"Width\":100,\"Height\":30}".to_vec(),
+    ))
+    .await
+    .unwrap();
     ws.send(Message::binary(vec![255, 0])).await.unwrap();
     let (chans, close) = drain(&mut ws).await;
     assert_eq!(close, Some(1000));
@@ -501,7 +533,9 @@ async fn attach_follows_output_and_feeds_stdin() {
     )
     .await;
     assert_eq!(next_msg(&mut ws).await, Message::binary(vec![1]));
-    ws.send(Message::binary(b"\x00typed".to_vec())).await.unwrap();
+    ws.send(Message::binary(b"\x00typed".to_vec()))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     {
         use std::io::Write;
@@ -511,8 +545,14 @@ async fn attach_follows_output_and_feeds_stdin() {
         f.write_all(cri("2024-01-01T00:00:03Z", "stderr", "F", "oops").as_bytes())
             .unwrap();
     }
-    assert_eq!(next_msg(&mut ws).await, Message::binary(b"\x01prompt$ ".to_vec()));
-    assert_eq!(next_msg(&mut ws).await, Message::binary(b"\x02oops\n".to_vec()));
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Message::binary(b"\x01prompt$ ".to_vec())
+    );
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Message::binary(b"\x02oops\n".to_vec())
+    );
     env.pods.set_running("ns/pod/attach", false);
     let (chans, close) = drain(&mut ws).await;
     assert_eq!(close, Some(1000));
@@ -569,9 +609,14 @@ async fn port_forward_websocket_channels() {
         vec![2, d[0], d[1]],
         vec![3, d[0], d[1]],
     ] {
-        assert!(first.contains(&Message::binary(want.clone())), "{want:?} in {first:?}");
+        assert!(
+            first.contains(&Message::binary(want.clone())),
+            "{want:?} in {first:?}"
+        );
     }
-    ws.send(Message::binary(b"\x00ping".to_vec())).await.unwrap();
+    ws.send(Message::binary(b"\x00ping".to_vec()))
+        .await
+        .unwrap();
     let mut echoed = Vec::new();
     let mut errors = String::new();
     while echoed.len() < 4 {
@@ -611,14 +656,27 @@ async fn spdy_forward_roundtrip(session: &Session, port: u16, request: &str) {
         .unwrap();
     let mut got = Vec::new();
     while got.len() < 9 {
-        let chunk = tokio::time::timeout(T, data.reader.read()).await.unwrap().unwrap();
+        let chunk = tokio::time::timeout(T, data.reader.read())
+            .await
+            .unwrap()
+            .unwrap();
         got.extend_from_slice(&chunk);
     }
     assert_eq!(got, b"over spdy");
     // Half-close: the pod side sees EOF, closes, and both streams finish.
     data.writer.finish().await.unwrap();
-    assert!(tokio::time::timeout(T, data.reader.read()).await.unwrap().is_none());
-    assert!(tokio::time::timeout(T, err.reader.read()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(T, data.reader.read())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        tokio::time::timeout(T, err.reader.read())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn spdy_forward_error(session: &Session, port: u16) {
@@ -636,8 +694,16 @@ async fn spdy_forward_error(session: &Session, port: u16) {
         msg.extend_from_slice(&c);
     }
     let msg = String::from_utf8(msg).unwrap();
-    assert!(msg.starts_with(&format!("error forwarding port {port} to pod ns/pod")), "{msg}");
-    assert!(tokio::time::timeout(T, data.reader.read()).await.unwrap().is_none());
+    assert!(
+        msg.starts_with(&format!("error forwarding port {port} to pod ns/pod")),
+        "{msg}"
+    );
+    assert!(
+        tokio::time::timeout(T, data.reader.read())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -659,7 +725,10 @@ async fn port_forward_plain_spdy_through_the_relay() {
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 101);
-    assert_eq!(resp.headers()["x-stream-protocol-version"], "portforward.k8s.io");
+    assert_eq!(
+        resp.headers()["x-stream-protocol-version"],
+        "portforward.k8s.io"
+    );
     assert_eq!(resp.headers()[header::UPGRADE], "SPDY/3.1");
     let up = hyper::upgrade::on(resp).await.unwrap();
     let (r, w) = tokio::io::split(TokioIo::new(up));
@@ -670,7 +739,12 @@ async fn port_forward_plain_spdy_through_the_relay() {
     spdy_forward_error(&session, closed_port()).await;
     // A stream without the required headers is reset.
     let mut bad = session.handle.open(Vec::new()).await.unwrap();
-    assert!(tokio::time::timeout(T, bad.reader.read()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(T, bad.reader.read())
+            .await
+            .unwrap()
+            .is_none()
+    );
     session.handle.close().await;
 }
 
@@ -709,7 +783,9 @@ async fn client_certificates_are_required_and_checked() {
     // The server's certificate does not verify here either way; what
     // matters is that no HTTP exchange succeeds.
     if let Ok(mut s) = tls {
-        let _ = s.write_all(b"GET /containerLogs/ns/pod/c HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let _ = s
+            .write_all(b"GET /containerLogs/ns/pod/c HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(T, s.read_to_end(&mut buf)).await;
         assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
@@ -717,7 +793,8 @@ async fn client_certificates_are_required_and_checked() {
     // A CA-signed certificate without the right identity: 403.
     let key = rcgen::KeyPair::from_pem(&env.ca_key_pem).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&env.ca_pem, &key).unwrap();
-    let (cert, key) = crate::pki::client_cert(&issuer, "system:node:n2", &["system:nodes"]).unwrap();
+    let (cert, key) =
+        crate::pki::client_cert(&issuer, "system:node:n2", &["system:nodes"]).unwrap();
     let other = KubeletClientConfig::new(cert, key, None).unwrap();
     let tls = other.connect(env.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -737,7 +814,7 @@ async fn client_certificates_are_required_and_checked() {
 }
 
 /// Interop with the SPDY implementation kubectl uses: a port-forward client
-/// built on Go's moby/spdystream (see the report for building it). Run with
+/// built on Go's moby/spdystream (`testdata/pfclient`, build per its go.mod). Run with
 /// `SKIFF_GO_SPDY_CLIENT=/path/to/pfclient cargo test --bin skiff go_spdystream -- --ignored`.
 #[tokio::test]
 #[ignore = "needs the Go spdystream client in SKIFF_GO_SPDY_CLIENT"]
@@ -760,6 +837,9 @@ async fn port_forward_with_go_spdystream() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    assert!(stdout.contains("error stream: error forwarding port"), "{stdout}");
+    assert!(
+        stdout.contains("error stream: error forwarding port"),
+        "{stdout}"
+    );
     assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
 }
