@@ -720,3 +720,38 @@ spec:
     ]);
     assert_eq!(std::fs::read_to_string(back).unwrap(), "copied content\n");
 }
+
+#[test]
+fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
+    let s = Server::start_agent(&[]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: sa}\nspec:\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: nosa}\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n",
+    );
+    let pod = wait_pod(&s, "sa", 60, "Ready", ready);
+    let vols = pod["spec"]["volumes"].to_string();
+    assert!(vols.contains("kube-api-access-"), "{vols}");
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let token = s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/token")]);
+    assert_eq!(s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/namespace")]), "default");
+    let ca = s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/ca.crt")]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    // The API server authenticates the pod's token as its service account.
+    let out = std::process::Command::new("kubectl")
+        .args(["--server", &s.url(), "--certificate-authority"])
+        .arg(s.dir.path().join("server/tls/server-ca.crt"))
+        .args(["--token", token.trim(), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "system:serviceaccount:default:default",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Opted out: no volume, nothing mounted.
+    wait_pod(&s, "nosa", 60, "Ready", ready);
+    let out = s.kubectl(&["exec", "nosa", "--", "ls", dir]);
+    assert!(!out.status.success());
+}

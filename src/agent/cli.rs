@@ -78,35 +78,98 @@ async fn shutdown_signal() {
 }
 
 /// A client from `--kubeconfig`, or from `--server` + `--token` with the CA
-/// fetched from the server and checked against the token's hash.
+/// fetched from the server and checked against the token's hash. The
+/// credentials are tried before anything is started on this machine.
 async fn connect(args: &AgentArgs) -> Result<(kube::Client, String)> {
     if let Some(path) = &args.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let ca = kc
-            .clusters
-            .first()
-            .and_then(|c| c.cluster.as_ref()?.certificate_authority_data.clone())
-            .map(|b64| {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .unwrap_or_default()
-            })
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-        return Ok((kube::Client::try_from(config)?, ca));
+        let ca = kubeconfig_ca(&kc)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .with_context(|| format!("loading {}", path.display()))?;
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)?;
+        check_access(&client, &server, "the kubeconfig's credentials").await?;
+        let ca = match ca {
+            Some(ca) => ca,
+            // The kubeconfig trusts the server already; its CA is served there.
+            None => client
+                .request_text(hyper::Request::get("/cacerts").body(Vec::new())?)
+                .await
+                .with_context(|| format!("fetching the CA from {server}"))?,
+        };
+        return Ok((client, ca));
     }
     let (Some(server), Some(token)) = (&args.server, &args.token) else {
         bail!("skiff agent needs --server and --token (or --kubeconfig)");
     };
     let ca_pem = fetch_ca(server, token).await?;
     let der = pem_to_der(&ca_pem)?;
-    let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
+    let mut config = kube::Config::new(
+        server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?,
+    );
     config.root_cert = Some(vec![der]);
     config.auth_info.token = Some(token.clone().into());
-    Ok((kube::Client::try_from(config)?, ca_pem))
+    let client = kube::Client::try_from(config)?;
+    check_access(&client, server, "the join token").await?;
+    Ok((client, ca_pem))
+}
+
+/// The cluster CA a kubeconfig names (inline or as a file), if any.
+fn kubeconfig_ca(kc: &kube::config::Kubeconfig) -> Result<Option<String>> {
+    let current = kc.current_context.as_deref();
+    let context = kc
+        .contexts
+        .iter()
+        .find(|c| Some(c.name.as_str()) == current)
+        .and_then(|c| c.context.as_ref());
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| context.is_some_and(|ctx| ctx.cluster == c.name))
+        .or(kc.clusters.first())
+        .and_then(|c| c.cluster.as_ref());
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    if let Some(b64) = &cluster.certificate_authority_data {
+        use base64::Engine;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .context("the kubeconfig's certificate-authority-data is not base64")?;
+        return Ok(Some(String::from_utf8_lossy(&pem).into_owned()));
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the kubeconfig's certificate-authority {file}"))?;
+        return Ok(Some(pem));
+    }
+    Ok(None)
+}
+
+/// One authenticated read, so a wrong token or certificate fails here with
+/// a plain message instead of after the runtime and network are set up.
+async fn check_access(client: &kube::Client, server: &str, what: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    match nodes
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 401 => bail!(
+            "{server} rejected {what} (401 Unauthorized): use the token in the server's \
+             <data-dir>/server/token"
+        ),
+        Err(kube::Error::Api(e)) if e.code == 403 => bail!(
+            "{server} does not let {what} manage nodes (403 Forbidden): {}",
+            e.message
+        ),
+        Err(e) => Err(e).with_context(|| format!("reaching the API server at {server}")),
+    }
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
@@ -120,25 +183,41 @@ async fn fetch_ca(server: &str, token: &str) -> Result<String> {
     let expected = token
         .strip_prefix("K10")
         .and_then(|t| t.split("::").next())
+        .filter(|h| !h.is_empty())
         .map(str::to_string);
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let pem = client
-        .get(format!("{}/cacerts", server.trim_end_matches('/')))
+    let url = format!("{}/cacerts", server.trim_end_matches('/'));
+    let resp = client
+        .get(&url)
         .send()
         .await
-        .with_context(|| format!("fetching the CA from {server}"))?
-        .error_for_status()?
+        .with_context(|| format!("fetching the CA from {url}"))?;
+    if !resp.status().is_success() {
+        bail!(
+            "fetching the CA from {url}: {} (is {server} a skiff server?)",
+            resp.status()
+        );
+    }
+    let pem = resp
         .text()
-        .await?;
-    if let Some(hash) = expected {
-        let got = crate::pki::ca_hash(&pem)?;
-        if got != hash {
-            bail!(
-                "the server's CA does not match the join token (sha256 {got}, token says {hash})"
-            );
-        }
+        .await
+        .with_context(|| format!("fetching the CA from {url}"))?;
+    let got = crate::pki::ca_hash(&pem)
+        .with_context(|| format!("{url} did not answer with a CA certificate"))?;
+    match expected {
+        Some(hash) if got != hash => bail!(
+            "the CA of {server} does not match the join token (its sha256 is {got}, the token \
+             says {hash}): wrong server, or a token from another cluster"
+        ),
+        Some(_) => {}
+        // A bare secret carries no hash: the CA is trusted on first use, as k3s does.
+        None => tracing::warn!(
+            ca_sha256 = %got,
+            "the join token has no CA hash; trusting the CA {server} presents"
+        ),
     }
     Ok(pem)
 }

@@ -108,6 +108,7 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .await
         .context("setting up the pod network")?;
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
+    tokio::spawn(image_gc(client.clone(), cfg.node_name.clone(), store.clone()));
     let kubelet = kubelet::Kubelet::new(client, cfg.clone(), store, runtime.clone(), network);
     let (cert, key) = serving_cert(&cfg)?;
     let streaming = streaming::Config {
@@ -124,6 +125,35 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     });
     tracing::info!(node = %cfg.node_name, %pod_cidr, "node agent running");
     kubelet.run().await
+}
+
+/// Every five minutes (the kubelet's period), frees disk by removing
+/// unused images when the store's filesystem is 85% full or more (down to
+/// 80%). Images any pod on this node names are in use; imported ones are pinned.
+async fn image_gc(client: kube::Client, node: String, store: images::ImageStore) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::all(client);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+        let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
+        let Ok(list) = pods.list(&lp).await else { continue };
+        let in_use: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .filter_map(|c| c.image.clone())
+            .collect();
+        let store = store.clone();
+        let policy = images::GcPolicy::default();
+        match tokio::task::spawn_blocking(move || store.gc(&policy, &in_use)).await {
+            Ok(Ok(r)) if !r.removed.is_empty() => {
+                tracing::info!(removed = ?r.removed, freed = r.freed, "image garbage collection")
+            }
+            Ok(Err(e)) => tracing::warn!("image garbage collection: {e:#}"),
+            _ => {}
+        }
+    }
 }
 
 /// The streaming endpoint's certificate: self-signed, as the kubelet's

@@ -10,7 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::AgentConfig;
@@ -77,7 +77,11 @@ fn cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// A node condition. `previous` is the Node's current condition list: its
+/// `lastTransitionTime` is kept while the status stays the same, so the
+/// time says when the status last flipped, not when it was last posted.
 fn condition(
+    previous: &[Value],
     type_: &str,
     ok_status: &str,
     bad: bool,
@@ -93,11 +97,17 @@ fn condition(
     } else {
         (ok_status, reasons.0, msgs.0)
     };
+    let now = now();
+    let transition = previous
+        .iter()
+        .find(|c| c["type"] == type_ && c["status"] == status)
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .map_or_else(|| now.clone(), str::to_string);
     json!({"type": type_, "status": status, "reason": reason, "message": message,
-        "lastHeartbeatTime": now(), "lastTransitionTime": now()})
+        "lastHeartbeatTime": now, "lastTransitionTime": transition})
 }
 
-fn conditions(cfg: &AgentConfig) -> Value {
+fn conditions(cfg: &AgentConfig, previous: &[Value]) -> Value {
     let (mem_total, mem_avail) = memory();
     let (disk_total, disk_avail) = disk(&cfg.data_dir);
     // Upstream's default hard eviction thresholds.
@@ -122,6 +132,7 @@ fn conditions(cfg: &AgentConfig) -> Value {
     let pid_pressure = pids * 10 > pid_max * 9;
     json!([
         condition(
+            previous,
             "MemoryPressure",
             "False",
             mem_pressure,
@@ -132,6 +143,7 @@ fn conditions(cfg: &AgentConfig) -> Value {
             )
         ),
         condition(
+            previous,
             "DiskPressure",
             "False",
             disk_pressure,
@@ -139,6 +151,7 @@ fn conditions(cfg: &AgentConfig) -> Value {
             ("kubelet has no disk pressure", "kubelet has disk pressure")
         ),
         condition(
+            previous,
             "PIDPressure",
             "False",
             pid_pressure,
@@ -149,6 +162,7 @@ fn conditions(cfg: &AgentConfig) -> Value {
             )
         ),
         condition(
+            previous,
             "Ready",
             "True",
             false,
@@ -158,25 +172,60 @@ fn conditions(cfg: &AgentConfig) -> Value {
     ])
 }
 
+/// Upstream's `nodeStatusMaxImages`.
+const MAX_IMAGES: usize = 50;
+
+/// The images in the store as the kubelet lists them: one entry per image
+/// (config digest) with its repo digests and tags, largest first.
 fn images(cfg: &AgentConfig) -> Value {
     let Ok(store) = crate::agent::images::ImageStore::open(&cfg.data_dir) else {
         return json!([]);
     };
-    let mut by_digest: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
     for img in store.list().unwrap_or_default() {
-        let e = by_digest.entry(img.digest.clone()).or_default();
-        e.0.push(img.name.clone());
-        e.1 = img.size;
+        let e = by_id.entry(img.config.clone()).or_default();
+        let repo_digest = repository(&img.name).map(|repo| {
+            let digest = img.index_digest.as_deref().unwrap_or(&img.digest);
+            format!("{repo}@{digest}")
+        });
+        for name in repo_digest.into_iter().chain([img.name.clone()]) {
+            if !e.0.contains(&name) {
+                e.0.push(name);
+            }
+        }
+        e.1 = e.1.max(img.size);
     }
+    let mut list: Vec<(Vec<String>, u64)> = by_id.into_values().collect();
+    // Repo digests first, then tags, as upstream prints them.
+    for (names, _) in &mut list {
+        names.sort_by_key(|n| !n.contains('@'));
+    }
+    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.truncate(MAX_IMAGES);
     Value::Array(
-        by_digest
-            .into_values()
+        list.into_iter()
             .map(|(names, size)| json!({"names": names, "sizeBytes": size}))
             .collect(),
     )
 }
 
-fn status(cfg: &AgentConfig) -> Value {
+/// `docker.io/library/busybox` from `docker.io/library/busybox:1.36` (or
+/// `…@sha256:…`); None for an unnamed image (a bare digest).
+fn repository(name: &str) -> Option<&str> {
+    if name.starts_with("sha256:") {
+        return None;
+    }
+    if let Some((repo, _)) = name.split_once('@') {
+        return Some(repo);
+    }
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    Some(match name[slash..].rfind(':') {
+        Some(i) => &name[..slash + i],
+        None => name,
+    })
+}
+
+fn status(cfg: &AgentConfig, previous: &[Value]) -> Value {
     let (mem_total, _) = memory();
     let (disk_total, _) = disk(&cfg.data_dir);
     let capacity = json!({
@@ -206,7 +255,7 @@ fn status(cfg: &AgentConfig) -> Value {
             "operatingSystem": "linux",
             "architecture": crate::agent::images::oci::host_platform().0,
         },
-        "conditions": conditions(cfg),
+        "conditions": conditions(cfg, previous),
         "images": images(cfg),
     })
 }
@@ -255,8 +304,8 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            // Re-registration: labels are merged, taints given on the command
-            // line are re-applied (as the kubelet does on first registration only).
+            // Re-registration: labels are merged; taints are left as they are
+            // (the kubelet registers its taints on first registration only).
             let patch = json!({"metadata": {"labels": labels}});
             api.patch(
                 &cfg.node_name,
@@ -292,10 +341,19 @@ fn parse_taint(s: &str) -> Result<Value> {
 
 async fn post_status(client: &Client, cfg: &AgentConfig) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
+    // The current conditions, for their transition times; read untyped so
+    // the times come back exactly as stored.
+    let raw: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Node>(&()));
+    let previous: Vec<Value> = raw
+        .get_opt(&cfg.node_name)
+        .await
+        .context("reading the Node")?
+        .and_then(|n| n.data["status"]["conditions"].as_array().cloned())
+        .unwrap_or_default();
     api.patch_status(
         &cfg.node_name,
         &PatchParams::default(),
-        &Patch::Strategic(json!({"status": status(cfg)})),
+        &Patch::Strategic(json!({"status": status(cfg, &previous)})),
     )
     .await
     .context("posting Node status")?;

@@ -632,6 +632,21 @@ pub async fn create_object(
         o.remove("status");
     }
     objects::apply_defaults(info, &mut v);
+    if info.group.is_empty() && info.kind == "Pod" {
+        // The ServiceAccount admission plugin: a new pod gets its account's
+        // token, CA and namespace as a projected volume, unless opted out.
+        let sa = v
+            .pointer("/spec/serviceAccountName")
+            .and_then(|s| s.as_str())
+            .unwrap_or("default")
+            .to_string();
+        let account_opts_out = api
+            .registry()
+            .find("", "v1", "serviceaccounts")
+            .and_then(|sa_info| api.cache.get(&objects::key_for(&sa_info, namespace, &sa)))
+            .is_some_and(|o| o.value.get("automountServiceAccountToken") == Some(&json!(false)));
+        objects::mount_service_account_token(&mut v, account_opts_out);
+    }
     let schema = crd_schema(api, info);
     if let Some(s) = &schema {
         super::crdschema::apply_defaults(&mut v, s);

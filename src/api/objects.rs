@@ -327,6 +327,68 @@ fn validate_pod_spec(ps: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// What upstream's ServiceAccount admission adds to a new pod: a projected
+/// `kube-api-access-<5>` volume (bound token, `kube-root-ca.crt`, namespace)
+/// mounted read-only in every container at [`SERVICE_ACCOUNT_MOUNT`] —
+/// unless the pod or its account sets `automountServiceAccountToken: false`
+/// or a container already mounts something there.
+pub fn mount_service_account_token(pod: &mut Value, account_opts_out: bool) {
+    let Some(spec) = pod.get_mut("spec").and_then(|s| s.as_object_mut()) else {
+        return;
+    };
+    match spec.get("automountServiceAccountToken").and_then(|v| v.as_bool()) {
+        Some(false) => return,
+        None if account_opts_out => return,
+        _ => {}
+    }
+    let containers = ["initContainers", "containers", "ephemeralContainers"];
+    let already = containers.iter().any(|k| {
+        spec.get(*k).and_then(|c| c.as_array()).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("volumeMounts").and_then(|m| m.as_array()).is_some_and(|ms| {
+                    ms.iter().any(|m| m.get("mountPath").and_then(|p| p.as_str()) == Some(SERVICE_ACCOUNT_MOUNT))
+                })
+            })
+        })
+    });
+    if already {
+        return;
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect();
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+    ]}});
+    match spec.get_mut("volumes").and_then(|v| v.as_array_mut()) {
+        Some(vs) => vs.push(volume),
+        None => {
+            spec.insert("volumes".into(), json!([volume]));
+        }
+    }
+    let mount = json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT});
+    for k in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(k).and_then(|c| c.as_array_mut()) {
+            for c in cs {
+                if let Some(o) = c.as_object_mut() {
+                    match o.get_mut("volumeMounts").and_then(|m| m.as_array_mut()) {
+                        Some(ms) => ms.push(mount.clone()),
+                        None => {
+                            o.insert("volumeMounts".into(), json!([mount.clone()]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Upstream defaults for the kinds users create by hand.
 pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
     match (info.group.as_str(), info.kind.as_str()) {

@@ -544,3 +544,25 @@ fn log_tail(dir: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Takes the agent-test lock (as [`Server::start_agent`] does): agents share
+/// the host's bridge and nftables table, so they run one at a time. Held
+/// until the returned file is dropped.
+pub fn agent_test_lock() -> File {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/skiff-agent-tests.lock")
+        .expect("lock file");
+    // SAFETY: flock on an fd we own; released when the File is dropped.
+    unsafe {
+        libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
+    }
+    lock
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn pick_free_port() -> u16 {
+    free_port()
+}

@@ -304,4 +304,23 @@ impl Pods for Kubelet {
             LookupError::BadRequest(format!("pod {pod} has no network namespace yet"))
         })
     }
+
+    fn stats_pods(&self) -> Vec<super::streaming::stats::PodStatsRef> {
+        let pods = self.pods.lock().unwrap();
+        let stats_ref = |h: &Arc<PodHandle>| {
+            let v = h.view.lock().unwrap();
+            let running = v.containers.iter().filter(|c| c.1.running);
+            super::streaming::stats::PodStatsRef {
+                namespace: v.namespace.clone(),
+                name: v.name.clone(),
+                uid: h.uid.clone(),
+                containers: running.map(|(n, c)| (n.clone(), c.id.clone())).collect(),
+            }
+        };
+        pods.values().map(stats_ref).collect()
+    }
+
+    fn node_name(&self) -> String {
+        self.cfg.node_name.clone()
+    }
 }

@@ -455,9 +455,8 @@ async fn service_account_token(
         "spec": {"audiences": audience.map(|a| vec![a]).unwrap_or_default(),
             "expirationSeconds": expiration.unwrap_or(3607),
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "uid": pod.uid()}}});
-    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
     let tr: TokenRequest = api
-        .create_subresource("token", &sa, &PostParams::default(), &body)
+        .create_subresource("token", &sa, &PostParams::default(), &req)
         .await
         .map_err(|e| format!("requesting a token for service account {ns}/{sa}: {e}"))?;
     Ok(tr.status.map(|s| s.token).unwrap_or_default())

@@ -21,7 +21,7 @@ use super::probe::{self, ProbeState};
 use super::status::{qos_class, remove_pod_cgroups};
 use super::volumes::{self, PodVolumes};
 use super::{InstanceId, Kubelet, PodHandle};
-use crate::agent::network::Sandbox;
+use crate::agent::network::{HostPort, Sandbox};
 use crate::agent::runtime::ContainerStatus;
 use crate::agent::streaming::ContainerRef;
 
@@ -112,6 +112,8 @@ struct Worker {
     /// Last pod seen (for cleanup once it is gone from the API).
     last_pod: Option<Pod>,
     mount_retry: Option<Instant>,
+    /// The sandbox's hostPort DNATs are in place.
+    host_ports_set: bool,
 }
 
 pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStatus>) {
@@ -128,6 +130,7 @@ pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStat
         terminal: false,
         last_pod: None,
         mount_retry: None,
+        host_ports_set: false,
     };
     w.main(adopted).await;
 }
@@ -318,6 +321,27 @@ impl Worker {
                             true,
                             "FailedCreatePodSandBox",
                             format!("Failed to create pod sandbox: {e:#}"),
+                            None,
+                        )
+                        .await;
+                    self.mount_retry = Some(Instant::now() + Duration::from_secs(2));
+                    return;
+                }
+            }
+        }
+        if let Some(sb) = &self.sandbox
+            && !self.host_ports_set
+        {
+            let ports = host_ports(&spec);
+            match self.kl.network.set_host_ports(&self.h.uid, sb.ip, &ports).await {
+                Ok(()) => self.host_ports_set = true,
+                Err(e) => {
+                    self.kl
+                        .event(
+                            pod,
+                            true,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to set up hostPort mappings: {e:#}"),
                             None,
                         )
                         .await;
@@ -1164,6 +1188,39 @@ impl Worker {
             }
         }
     }
+}
+
+/// The pod's `ports[].hostPort` mappings (IPv4 host IPs only; a `hostIP`
+/// of 0.0.0.0 means every address).
+fn host_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<HostPort> {
+    let mut out: Vec<HostPort> = Vec::new();
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+    {
+        for p in c.ports.iter().flatten() {
+            let Some(hp) = p.host_port.filter(|h| (1..=65535).contains(h)) else {
+                continue;
+            };
+            let host_ip = p
+                .host_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+                .filter(|ip| !ip.is_unspecified());
+            let m = HostPort {
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                host_ip,
+                host_port: hp as u16,
+                container_port: p.container_port.clamp(1, 65535) as u16,
+            };
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
 }
 
 fn is_mine(id: &str, uid: &str) -> bool {

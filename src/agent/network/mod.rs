@@ -1,9 +1,10 @@
 //! The pod network: per-pod namespaces, bridge + veth, host-local IPAM,
-//! masquerade. Netlink through `rtnetlink`; no `ip` processes.
+//! masquerade, hostPort DNAT. Netlink through `rtnetlink`; no `ip` processes.
 //!
 //! All state lives under `state_dir` (namespace mounts in `ns/<uid>/`,
-//! leases in `ipam/`, saved sysctls), so teardown and `remove_all` work
-//! after an agent restart with nothing kept in memory.
+//! leases in `ipam/`, hostPort mappings in `hostports/<uid>.json`, saved
+//! sysctls), so teardown and `remove_all` work after an agent restart with
+//! nothing kept in memory.
 
 mod ipam;
 mod link;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use ipam::{Cidr, Ipam};
@@ -36,6 +38,24 @@ pub struct Sandbox {
     pub ipcns: PathBuf,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+}
+
+/// One `ports[].hostPort` of a pod: `host_ip:host_port` → `pod_ip:container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// Only traffic to this address (`hostIP`); None = every local address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// What `hostports/<uid>.json` holds.
+#[derive(Serialize, Deserialize)]
+struct PodHostPorts {
+    ip: Ipv4Addr,
+    ports: Vec<HostPort>,
 }
 
 /// Where and how the node's pod network is laid out.
@@ -60,6 +80,30 @@ impl NetConfig {
     fn ipam_dir(&self) -> PathBuf {
         self.state_dir.join("ipam")
     }
+    fn hostports_dir(&self) -> PathBuf {
+        self.state_dir.join("hostports")
+    }
+}
+
+/// Every saved hostPort mapping, as (pod IP, mapping).
+fn load_host_ports(config: &NetConfig) -> Vec<(Ipv4Addr, HostPort)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(config.hostports_dir()) else {
+        return out;
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        match std::fs::read(&f).map(|b| serde_json::from_slice::<PodHostPorts>(&b)) {
+            Ok(Ok(p)) => out.extend(p.ports.into_iter().map(|hp| (p.ip, hp))),
+            _ => tracing::warn!(file = %f.display(), "ignoring unreadable hostPort state"),
+        }
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -70,6 +114,9 @@ pub struct PodNetwork {
 struct Inner {
     config: NetConfig,
     pod: Cidr,
+    cluster: Cidr,
+    /// Serializes rewrites of the nftables table.
+    nft_lock: tokio::sync::Mutex<()>,
     ipam: Ipam,
     /// Serializes allocation within this process.
     ipam_lock: Mutex<()>,
@@ -113,6 +160,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// Removes one sandbox, from what the state dir and the kernel say. The
 /// directory goes last so an interrupted teardown is found again.
+/// Forgets the pod's hostPort mappings; true if it had any (the table
+/// then needs a rewrite).
+fn remove_host_ports(config: &NetConfig, uid: &str) -> Result<bool> {
+    let hp = config.hostports_dir().join(format!("{uid}.json"));
+    match std::fs::remove_file(&hp) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("removing {}", hp.display())),
+    }
+}
+
 async fn teardown_at(config: &NetConfig, nl: &Netlink, uid: &str) -> Result<()> {
     // Deleting the host end deletes the peer inside the pod netns.
     link::delete_link(&nl.handle, &veth_name(uid)).await?;
@@ -133,7 +191,7 @@ impl PodNetwork {
     pub async fn init(config: NetConfig) -> Result<PodNetwork> {
         let pod = Cidr::parse(&config.pod_cidr).context("pod CIDR")?;
         let cluster = Cidr::parse(&config.cluster_cidr).context("cluster CIDR")?;
-        for dir in [config.ns_root(), config.ipam_dir()] {
+        for dir in [config.ns_root(), config.ipam_dir(), config.hostports_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let ipam = Ipam::new(&config.ipam_dir(), pod)?;
@@ -143,11 +201,13 @@ impl PodNetwork {
 
         let nl = Netlink::new()?;
         link::ensure_bridge(&nl.handle, &config.bridge, pod.gateway(), pod.prefix).await?;
+        // Mappings of pods that outlived an agent restart are put back.
         nft::apply(nft::ruleset(
             &config.nft_table,
             &config.bridge,
             pod,
             cluster,
+            &load_host_ports(&config),
         ))
         .await?;
 
@@ -173,6 +233,8 @@ impl PodNetwork {
             inner: Arc::new(Inner {
                 config,
                 pod,
+                cluster,
+                nft_lock: tokio::sync::Mutex::new(()),
                 ipam,
                 ipam_lock: Mutex::new(()),
                 pod_locks: Mutex::new(HashMap::new()),
@@ -263,13 +325,67 @@ impl PodNetwork {
         Ok(self.sandbox(&files, ip))
     }
 
-    /// Removes veth, namespace mounts and the address lease. Idempotent.
+    /// Rewrites the table from the saved hostPort mappings.
+    async fn apply_rules(&self) -> Result<()> {
+        let _g = self.inner.nft_lock.lock().await;
+        let cfg = &self.inner.config;
+        nft::apply(nft::ruleset(
+            &cfg.nft_table,
+            &cfg.bridge,
+            self.inner.pod,
+            self.inner.cluster,
+            &load_host_ports(cfg),
+        ))
+        .await
+    }
+
+    /// Makes `ports` the pod's hostPort mappings to `ip` (none: removes
+    /// them). Idempotent; undone by `teardown`.
+    pub async fn set_host_ports(&self, uid: &str, ip: Ipv4Addr, ports: &[HostPort]) -> Result<()> {
+        check_uid(uid)?;
+        let cfg = &self.inner.config;
+        let dir = cfg.hostports_dir();
+        let file = format!("{uid}.json");
+        if ports.is_empty() {
+            if !dir.join(&file).exists() {
+                return Ok(());
+            }
+            std::fs::remove_file(dir.join(&file))
+                .with_context(|| format!("removing {}", dir.join(&file).display()))?;
+        } else {
+            // A client on the node itself reaches a hostPort through
+            // 127.0.0.1: DNATed to the pod, that packet may only leave
+            // through the bridge with route_localnet.
+            let (state_dir, bridge) = (cfg.state_dir.clone(), cfg.bridge.clone());
+            blocking(move || sysctl::enable_route_localnet(&state_dir, &bridge)).await?;
+            let state = PodHostPorts {
+                ip,
+                ports: ports.to_vec(),
+            };
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            ipam::write_atomic(&dir, &file, &serde_json::to_vec(&state)?)?;
+        }
+        self.apply_rules().await
+    }
+
+    /// Removes veth, namespace mounts, hostPort rules and the address
+    /// lease. Idempotent.
     pub async fn teardown(&self, uid: &str) -> Result<()> {
         check_uid(uid)?;
         let lock = self.pod_lock(uid);
         let guard = lock.lock().await;
         let nl = Netlink::new()?;
-        let res = teardown_at(&self.inner.config, &nl, uid).await;
+        // DNATs first: nothing must reach an address about to be reused.
+        let mut res = match remove_host_ports(&self.inner.config, uid) {
+            Ok(true) => self.apply_rules().await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let down = teardown_at(&self.inner.config, &nl, uid).await;
+        if res.is_ok() {
+            res = down;
+        }
         drop(guard);
         if res.is_ok() {
             let mut locks = self
@@ -305,6 +421,13 @@ pub async fn remove_all(config: &NetConfig) -> Result<()> {
     for uid in list_sandboxes(&config.ns_root()) {
         note(teardown_at(config, &nl, &uid).await, "removing sandbox");
     }
+    // Mappings whose sandbox is already gone; the table goes below.
+    let _ = std::fs::remove_dir_all(config.hostports_dir());
+    let (state_dir, bridge) = (config.state_dir.clone(), config.bridge.clone());
+    note(
+        blocking(move || sysctl::restore_route_localnet(&state_dir, &bridge)).await,
+        "restoring route_localnet",
+    );
     note(
         link::delete_link(&nl.handle, &config.bridge)
             .await

@@ -1,20 +1,28 @@
 //! The node's own nftables table: masquerade for pod traffic leaving the
-//! cluster, and forward accepts for the bridge. Applied through `nft -j`.
+//! cluster, forward accepts for the bridge, and the pods' hostPort DNATs.
+//! Applied through `nft -j`.
 
 use std::borrow::Cow;
 
 use anyhow::{Context, Result};
 use nftables::batch::Batch;
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
+use nftables::expr::{
+    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+    Prefix,
+};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{Match, Operator, Statement};
+use nftables::stmt::{JumpTarget, Match, NAT, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
+use super::HostPort;
 use super::ipam::Cidr;
 
-/// Numeric srcnat priority: nft 1.0.6 rejects named priorities in some hooks.
+/// Numeric priorities: nft 1.0.6 rejects named priorities in some hooks.
 const PRIO_SRCNAT: i32 = 100;
+const PRIO_DSTNAT: i32 = -100;
 const PRIO_FILTER: i32 = 0;
+/// Regular chain holding every pod's hostPort DNAT rules.
+const HOSTPORTS: &str = "hostports";
 
 fn table(name: &str) -> Table<'static> {
     Table {
@@ -37,6 +45,31 @@ fn addr_match(field: &'static str, op: Operator, cidr: Cidr) -> Statement<'stati
             len: cidr.prefix.into(),
         })),
         op,
+    })
+}
+
+fn payload_match(protocol: &str, field: &str, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+            PayloadField {
+                protocol: Cow::Owned(protocol.to_string()),
+                field: Cow::Owned(field.to_string()),
+            },
+        ))),
+        right,
+        op: Operator::EQ,
+    })
+}
+
+/// `fib daddr type local`: addressed to this host (any of its addresses).
+fn daddr_local() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Type,
+            flags: [FibFlag::Daddr].into_iter().collect(),
+        })),
+        right: Expression::String("local".into()),
+        op: Operator::EQ,
     })
 }
 
@@ -73,7 +106,14 @@ fn rule(table: &str, chain: &str, expr: Vec<Statement<'static>>) -> Rule<'static
 
 /// The whole table as one transaction: add (so the delete cannot fail),
 /// delete, recreate. Re-applying converges to exactly this content.
-pub fn ruleset(name: &str, bridge: &str, pod: Cidr, cluster: Cidr) -> Nftables<'static> {
+/// `host_ports` are (pod IP, mapping) pairs.
+pub fn ruleset(
+    name: &str,
+    bridge: &str,
+    pod: Cidr,
+    cluster: Cidr,
+    host_ports: &[(std::net::Ipv4Addr, HostPort)],
+) -> Nftables<'static> {
     let mut b = Batch::new();
     b.add(NfListObject::Table(table(name)));
     b.delete(NfListObject::Table(table(name)));
@@ -84,6 +124,24 @@ pub fn ruleset(name: &str, bridge: &str, pod: Cidr, cluster: Cidr) -> Nftables<'
         NfChainType::NAT,
         NfHook::Postrouting,
         PRIO_SRCNAT,
+    )));
+    // Host-local clients of a hostPort (127.0.0.1, DNATed in output) need a
+    // source address the pod can answer.
+    b.add(NfListObject::Rule(rule(
+        name,
+        "postrouting",
+        vec![
+            addr_match(
+                "saddr",
+                Operator::EQ,
+                Cidr {
+                    network: std::net::Ipv4Addr::new(127, 0, 0, 0),
+                    prefix: 8,
+                },
+            ),
+            ifname_match(MetaKey::Oifname, bridge),
+            Statement::Masquerade(None),
+        ],
     )));
     b.add(NfListObject::Rule(rule(
         name,
@@ -110,6 +168,58 @@ pub fn ruleset(name: &str, bridge: &str, pod: Cidr, cluster: Cidr) -> Nftables<'
             "forward",
             vec![ifname_match(key, bridge), Statement::Accept(None)],
         )));
+    }
+    // hostPorts: traffic for any local address, arriving (prerouting) or
+    // from the host itself (output), goes through one DNAT chain.
+    b.add(NfListObject::Chain(Chain {
+        family: NfFamily::IP,
+        table: Cow::Owned(name.to_string()),
+        name: Cow::Borrowed(HOSTPORTS),
+        ..Chain::default()
+    }));
+    for (chain, hook) in [
+        ("prerouting", NfHook::Prerouting),
+        ("output", NfHook::Output),
+    ] {
+        b.add(NfListObject::Chain(base_chain(
+            name,
+            chain,
+            NfChainType::NAT,
+            hook,
+            PRIO_DSTNAT,
+        )));
+        b.add(NfListObject::Rule(rule(
+            name,
+            chain,
+            vec![
+                daddr_local(),
+                Statement::Jump(JumpTarget {
+                    target: Cow::Borrowed(HOSTPORTS),
+                }),
+            ],
+        )));
+    }
+    for (ip, hp) in host_ports {
+        let mut expr = Vec::new();
+        if let Some(host_ip) = hp.host_ip {
+            expr.push(payload_match(
+                "ip",
+                "daddr",
+                Expression::String(Cow::Owned(host_ip.to_string())),
+            ));
+        }
+        expr.push(payload_match(
+            &hp.protocol.to_ascii_lowercase(),
+            "dport",
+            Expression::Number(hp.host_port.into()),
+        ));
+        expr.push(Statement::DNAT(Some(NAT {
+            addr: Some(Expression::String(Cow::Owned(ip.to_string()))),
+            family: None,
+            port: Some(Expression::Number(hp.container_port.into())),
+            flags: None,
+        })));
+        b.add(NfListObject::Rule(rule(name, HOSTPORTS, expr)));
     }
     b.to_nftables()
 }

@@ -76,3 +76,45 @@ pub fn restore(state_dir: &Path) -> Result<()> {
     }
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
 }
+
+/// Original `route_localnet` of the bridge, saved before the first change.
+const SAVED_LOCALNET: &str = "sysctl-route-localnet";
+
+fn route_localnet(bridge: &str) -> String {
+    format!("net.ipv4.conf.{bridge}.route_localnet")
+}
+
+/// Sets `route_localnet=1` on the bridge (needed for 127.0.0.1:hostPort),
+/// saving the value found the first time.
+pub fn enable_route_localnet(state_dir: &Path, bridge: &str) -> Result<()> {
+    let name = route_localnet(bridge);
+    let Some(now) = read(&name)? else {
+        anyhow::bail!("sysctl {name} not present: no bridge {bridge}?");
+    };
+    if now == "1" {
+        return Ok(());
+    }
+    if !state_dir.join(SAVED_LOCALNET).exists() {
+        write_atomic(state_dir, SAVED_LOCALNET, now.as_bytes())?;
+    }
+    write(&name, "1")
+}
+
+/// Puts the saved `route_localnet` back (if the bridge still exists) and
+/// forgets it. Idempotent.
+pub fn restore_route_localnet(state_dir: &Path, bridge: &str) -> Result<()> {
+    let path = state_dir.join(SAVED_LOCALNET);
+    let saved = match std::fs::read_to_string(&path) {
+        Ok(v) => v.trim().to_string(),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let name = route_localnet(bridge);
+    // Only a 0/1 value we saved ourselves is written back.
+    if (saved == "0" || saved == "1")
+        && read(&name)?.is_some_and(|v| v != saved)
+    {
+        write(&name, &saved)?;
+    }
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+}

@@ -4,7 +4,8 @@
 //! HTTPS with a required client certificate from the cluster CA; the API
 //! server relays `pods/{log,exec,attach,portforward}` here. Paths as the
 //! kubelet's: `/containerLogs/{ns}/{pod}/{container}`,
-//! `/exec|attach/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`.
+//! `/exec|attach/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`; and
+//! resource usage, `/stats/summary` and `/metrics/resource` (`stats.rs`).
 
 pub mod channel;
 pub mod exec;
@@ -12,6 +13,7 @@ pub mod logs;
 mod netns;
 pub mod portforward;
 pub mod spdy;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +72,14 @@ pub trait Pods: Send + Sync + 'static {
     ) -> Result<ContainerRef, LookupError>;
     /// The pod's network namespace file (port-forward connects inside it).
     fn netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, LookupError>;
+    /// The pods on the node with their running containers (resource metrics).
+    fn stats_pods(&self) -> Vec<stats::PodStatsRef> {
+        Vec::new()
+    }
+    /// The node's name, as the stats summary reports it.
+    fn node_name(&self) -> String {
+        String::new()
+    }
 }
 
 pub struct Config {
@@ -119,7 +129,13 @@ pub async fn serve_listener(
     io: Arc<dyn ContainerIo>,
 ) -> Result<()> {
     let acceptor = tls_acceptor(&config)?;
-    let state = Arc::new(State { pods, io });
+    let stats = stats::Stats::new();
+    // Stops with this future (the sampler only feeds this server).
+    let _sampler = kube::runtime::utils::CancelableJoinHandle::spawn(
+        stats.clone().run_sampler(pods.clone()),
+        &tokio::runtime::Handle::current(),
+    );
+    let state = Arc::new(State { pods, io, stats });
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -244,6 +260,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 struct State {
     pods: Arc<dyn Pods>,
     io: Arc<dyn ContainerIo>,
+    stats: Arc<stats::Stats>,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -318,10 +335,41 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ["portForward", ns, pod] | ["portForward", ns, pod, _] if upgradable => {
             port_forward(state, req, ns, pod, &query)
         }
+        ["stats", "summary"] if readable || method == Method::POST => resource_stats(state, true).await,
+        ["metrics", "resource"] if readable => resource_stats(state, false).await,
         ["containerLogs" | "exec" | "attach" | "portForward", ..] => {
             text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+/// `/stats/summary` (JSON) or `/metrics/resource` (Prometheus text).
+async fn resource_stats(state: &Arc<State>, summary: bool) -> Response<Body> {
+    let (stats, pods) = (state.stats.clone(), state.pods.clone());
+    let body = tokio::task::spawn_blocking(move || {
+        let snap = stats.collect(&pods.stats_pods());
+        if summary {
+            serde_json::to_vec(&stats::summary_json(&snap, &pods.node_name())).unwrap_or_default()
+        } else {
+            stats::resource_metrics_text(&snap).into_bytes()
+        }
+    })
+    .await;
+    match body {
+        Ok(b) => Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                header::CONTENT_TYPE,
+                if summary {
+                    "application/json"
+                } else {
+                    "text/plain; version=0.0.4; charset=utf-8"
+                },
+            )
+            .body(full(b))
+            .unwrap(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -1,0 +1,221 @@
+//! Kubelet features end to end with kubectl against `skiff server` and its
+//! embedded agent: hostPort and hostNetwork, graceful termination,
+//! securityContext, PVCs, image pulls from a real local registry (auth,
+//! mirrors, back-off) and pod-level cgroup limits. Same harness as
+//! agent_e2e.rs (root, busybox-static, `/usr/bin/docker-registry`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, pick_free_port};
+use serde_json::Value;
+
+/// Polls the pod until `pred` holds; panics with the pod and the log tail.
+fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}",
+                    v["status"],
+                    s.log_tail(60)
+                );
+            }
+        } else if Instant::now() > deadline {
+            panic!("pod {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ready(v: &Value) -> bool {
+    v["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn container_status<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+fn waiting_reason(v: &Value, name: &str) -> String {
+    container_status(v, name)["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A plain HTTP/1.0 GET; None if nothing accepts the connection.
+fn try_http_get(ip: &str, port: u16, path: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+/// GETs until the page answers 200 (the pod may still be starting httpd).
+fn http_get_eventually(ip: &str, port: u16, path: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(body) = try_http_get(ip, port, path)
+            && body.contains("200 OK")
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ip}:{port}{path} never answered 200"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn nft_table() -> String {
+    let out = Command::new("/usr/sbin/nft")
+        .args(["list", "table", "ip", "skiff-nat"])
+        .output()
+        .expect("running nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn links() -> String {
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has_lease(s: &Server, uid: &str) -> bool {
+    std::fs::read_dir(s.dir.path().join("agent/net/ipam"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .contains(uid)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn exec_sh(s: &Server, pod: &str, cmd: &str) -> std::process::Output {
+    s.kubectl(&["exec", pod, "--", "sh", "-c", cmd])
+}
+
+fn exec_ok(s: &Server, pod: &str, cmd: &str) -> String {
+    s.kubectl_ok(&["exec", pod, "--", "sh", "-c", cmd])
+}
+
+fn events_for(s: &Server, pod: &str) -> String {
+    s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message",
+    ])
+}
+
+// ------------------------------------------------------------ 1. hostPort
+
+#[test]
+fn host_port_reaches_the_pod_and_goes_with_it() {
+    let s = Server::start_agent(&[]);
+    let host_port = pick_free_port();
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hp}}
+spec:
+  containers:
+  - name: web
+    image: busybox:test
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{{containerPort: 8080, hostPort: {host_port}}}]
+"#
+        ),
+    );
+    let pod = wait_pod(&s, "hp", 60, "Ready", ready);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.42."), "{ip}");
+    let table = nft_table();
+    assert!(
+        table.contains(&format!("dport {host_port} dnat to {ip}:8080")),
+        "{table}"
+    );
+    // The node's own loopback address reaches the pod through the DNAT.
+    let body = http_get_eventually("127.0.0.1", host_port, "/index.html", 20);
+    assert!(body.contains("hello from skiff"), "{body}");
+
+    s.kubectl_ok(&["delete", "pod", "hp", "--wait=true", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nft_table().contains(&format!("dport {host_port} ")) {
+        assert!(Instant::now() < deadline, "DNAT left behind:\n{}", nft_table());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(try_http_get("127.0.0.1", host_port, "/").is_none());
+}
+
+// --------------------------------------------------------- 2. hostNetwork
+
+#[test]
+fn host_network_pod_uses_the_node_network() {
+    let s = Server::start_agent(&[]);
+    let port = pick_free_port();
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet}}
+spec:
+  hostNetwork: true
+  containers:
+  - name: web
+    image: busybox:test
+    command: ["httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "/www"]
+"#
+        ),
+    );
+    let pod = wait_pod(&s, "hostnet", 60, "Ready", ready);
+    assert_eq!(pod["status"]["podIP"], "127.0.0.1");
+    assert_eq!(pod["status"]["podIPs"][0]["ip"], "127.0.0.1");
+    let body = http_get_eventually("127.0.0.1", port, "/index.html", 20);
+    assert!(body.contains("hello from skiff"), "{body}");
+    // No sandbox of its own: no veth, no address lease, the host's interfaces.
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    assert!(!has_lease(&s, &uid));
+    assert!(!links().contains(&skiff_veth(&uid)), "{}", links());
+    let ifaces = exec_ok(&s, "hostnet", "ls /sys/class/net");
+    assert!(ifaces.contains("skiff0"), "{ifaces}");
+    s.kubectl_ok(&["delete", "pod", "hostnet", "--wait=true", "--timeout=60s"]);
+    assert!(try_http_get("127.0.0.1", port, "/").is_none());
+}
+
+/// The host-side veth name of a pod (`veth` + sha256(uid)[..8]).
+fn skiff_veth(uid: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "veth{}",
+        &hex::encode(sha2::Sha256::digest(uid.as_bytes()))[..8]
+    )
+}
