@@ -242,6 +242,17 @@ pub fn write_kubeconfig(path: &Path, mode: u32, server: &str, pki: &Pki) -> Resu
     Ok(())
 }
 
+static SERVED_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the CA (PEM) the server hands out at `/cacerts`.
+pub fn set_served_ca(pem: String) {
+    let _ = SERVED_CA.set(pem);
+}
+
+pub fn served_ca() -> Option<&'static str> {
+    SERVED_CA.get().map(String::as_str)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,15 +275,4 @@ mod tests {
         assert_eq!(again.ca_pem, pki.ca_pem);
         assert_eq!(again.serving_cert_pem, pki.serving_cert_pem);
     }
-}
-
-static SERVED_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Records the CA (PEM) the server hands out at `/cacerts`.
-pub fn set_served_ca(pem: String) {
-    let _ = SERVED_CA.set(pem);
-}
-
-pub fn served_ca() -> Option<&'static str> {
-    SERVED_CA.get().map(String::as_str)
 }

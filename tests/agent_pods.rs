@@ -219,3 +219,58 @@ fn skiff_veth(uid: &str) -> String {
         &hex::encode(sha2::Sha256::digest(uid.as_bytes()))[..8]
     )
 }
+
+// ------------------------------------------------- 3. graceful termination
+
+#[test]
+fn deletion_runs_pre_stop_sends_sigterm_and_kills_after_the_grace_period() {
+    let s = Server::start_agent(&[]);
+    let hostdir = s.dir.path().join("graceful");
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: graceful}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: host, hostPath: {{path: {dir}, type: DirectoryOrCreate}}}}]
+  containers:
+  - name: trap
+    image: busybox:test
+    command: ["sh", "-c", "trap 'echo term > /host/trap; exit 0' TERM; touch /host/trap-ready; while true; do sleep 0.2; done"]
+    lifecycle: {{preStop: {{exec: {{command: ["sh", "-c", "echo hook > /host/prestop"]}}}}}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  - name: stubborn
+    image: busybox:test
+    command: ["sh", "-c", "trap '' TERM; touch /host/stubborn-ready; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: host, mountPath: /host}}]
+"#,
+            dir = hostdir.display()
+        ),
+    );
+    wait_pod(&s, "graceful", 60, "Ready", ready);
+    // Both traps are installed before the files appear.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(hostdir.join("trap-ready").exists() && hostdir.join("stubborn-ready").exists()) {
+        assert!(Instant::now() < deadline, "containers did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    s.kubectl_ok(&["delete", "pod", "graceful", "--wait=true", "--timeout=60s"]);
+    let took = started.elapsed();
+    assert_eq!(
+        std::fs::read_to_string(hostdir.join("prestop")).unwrap(),
+        "hook\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(hostdir.join("trap")).unwrap(),
+        "term\n"
+    );
+    // The one ignoring SIGTERM holds the pod for the whole grace period, then dies.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(7),
+        "deletion took {took:?}"
+    );
+}

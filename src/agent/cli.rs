@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use hyper::http;
 
 use super::AgentConfig;
 use crate::cli::{AgentArgs, KillallArgs, NodeArgs};
@@ -90,12 +91,18 @@ async fn connect(args: &AgentArgs) -> Result<(kube::Client, String)> {
             .with_context(|| format!("loading {}", path.display()))?;
         let server = config.cluster_url.to_string();
         let client = kube::Client::try_from(config)?;
-        check_access(&client, &server, "the kubeconfig's credentials").await?;
+        check_access(
+            &client,
+            &server,
+            "the kubeconfig's credentials",
+            "use the server's admin kubeconfig or one it issued",
+        )
+        .await?;
         let ca = match ca {
             Some(ca) => ca,
             // The kubeconfig trusts the server already; its CA is served there.
             None => client
-                .request_text(hyper::Request::get("/cacerts").body(Vec::new())?)
+                .request_text(http::Request::get("/cacerts").body(Vec::new())?)
                 .await
                 .with_context(|| format!("fetching the CA from {server}"))?,
         };
@@ -104,17 +111,25 @@ async fn connect(args: &AgentArgs) -> Result<(kube::Client, String)> {
     let (Some(server), Some(token)) = (&args.server, &args.token) else {
         bail!("skiff agent needs --server and --token (or --kubeconfig)");
     };
+    let url: http::Uri = server
+        .parse()
+        .ok()
+        .filter(|u: &http::Uri| u.scheme_str() == Some("https") && u.host().is_some())
+        .with_context(|| format!("--server {server:?}: expected https://HOST:PORT"))?;
     let ca_pem = fetch_ca(server, token).await?;
     let der = pem_to_der(&ca_pem)?;
-    let mut config = kube::Config::new(
-        server
-            .parse()
-            .with_context(|| format!("--server {server:?} is not a URL"))?,
-    );
+    let mut config = kube::Config::new(url);
     config.root_cert = Some(vec![der]);
     config.auth_info.token = Some(token.clone().into());
     let client = kube::Client::try_from(config)?;
-    check_access(&client, server, "the join token").await?;
+    check_access(
+        &client,
+        server,
+        "the join token",
+        "use the token in the server's <data-dir>/server/token \
+         (/var/lib/skiff/server/token by default)",
+    )
+    .await?;
     Ok((client, ca_pem))
 }
 
@@ -152,7 +167,7 @@ fn kubeconfig_ca(kc: &kube::config::Kubeconfig) -> Result<Option<String>> {
 
 /// One authenticated read, so a wrong token or certificate fails here with
 /// a plain message instead of after the runtime and network are set up.
-async fn check_access(client: &kube::Client, server: &str, what: &str) -> Result<()> {
+async fn check_access(client: &kube::Client, server: &str, what: &str, hint: &str) -> Result<()> {
     use k8s_openapi::api::core::v1::Node;
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
     match nodes
@@ -160,10 +175,9 @@ async fn check_access(client: &kube::Client, server: &str, what: &str) -> Result
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 401 => bail!(
-            "{server} rejected {what} (401 Unauthorized): use the token in the server's \
-             <data-dir>/server/token"
-        ),
+        Err(kube::Error::Api(e)) if e.code == 401 => {
+            bail!("{server} rejected {what} (401 Unauthorized): {hint}")
+        }
         Err(kube::Error::Api(e)) if e.code == 403 => bail!(
             "{server} does not let {what} manage nodes (403 Forbidden): {}",
             e.message

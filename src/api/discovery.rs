@@ -50,13 +50,15 @@ pub fn apis_root(api: &Api, accept: &str) -> Response<Body> {
         .filter(|(g, _)| !g.is_empty())
         .collect();
     if wants_aggregated(accept) {
-        let items = gvs
+        let mut items: Vec<Value> = gvs
             .iter()
             .map(|(g, vs)| group_discovery(&reg, g, vs))
             .collect();
+        items.push(super::metrics::group_discovery());
         return aggregated(aggregated_ct(accept), items);
     }
-    let groups: Vec<Value> = gvs.iter().map(|(g, vs)| api_group(g, vs)).collect();
+    let mut groups: Vec<Value> = gvs.iter().map(|(g, vs)| api_group(g, vs)).collect();
+    groups.push(super::metrics::api_group());
     json_response(
         StatusCode::OK,
         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),

@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod http;
 pub mod lifecycle;
 pub mod local;
+pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod protobuf;
@@ -54,6 +55,8 @@ pub struct Api {
     pub tokens: std::sync::OnceLock<tokens::TokenSigner>,
     /// Credentials for reaching agents (logs, exec, attach, port-forward).
     pub kubelet_client: std::sync::OnceLock<proxy::KubeletClientConfig>,
+    /// The last scrape of the agents for `metrics.k8s.io`.
+    pub metrics: metrics::MetricsCache,
 }
 
 /// What the URL names, once parsed.
@@ -168,6 +171,7 @@ impl Api {
             service_ip: objects::ServiceIpAllocator::new("10.43.0.0/16"),
             tokens: std::sync::OnceLock::new(),
             kubelet_client: std::sync::OnceLock::new(),
+            metrics: Default::default(),
         })
     }
 
@@ -289,6 +293,11 @@ impl Api {
             }
             (["openapi", "v2"], _) => return Err(ApiError::not_found_path()),
             _ => {}
+        }
+
+        // The resource metrics API is served here, not from the store.
+        if let ["apis", metrics::GROUP, rest @ ..] = segs.as_slice() {
+            return metrics::handle(self, &user, &method, &accept, &query, rest).await;
         }
 
         let (group, version, rest) = match segs.as_slice() {

@@ -227,7 +227,7 @@ pub fn validate_container(pod: &Value, name: &str, container: Option<&str>) -> A
 
 /// The agent's address: InternalIP (then ExternalIP, then Hostname) and
 /// the advertised kubelet port.
-fn node_address(api: &Api, node: &str) -> ApiResult<SocketAddr> {
+pub(crate) fn node_address(api: &Api, node: &str) -> ApiResult<SocketAddr> {
     let obj = api
         .cache
         .get(&format!("/registry/core/nodes/{node}"))

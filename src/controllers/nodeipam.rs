@@ -52,7 +52,7 @@ fn allocate(cluster: &str, mask: u8, used: &BTreeSet<String>) -> Option<String> 
 }
 
 pub async fn run(client: Client) {
-    let cluster = super::arg("cluster-cidr").unwrap_or_else(|| DEFAULT_CLUSTER_CIDR.into());
+    let cluster = super::arg("cluster-cidr").unwrap_or(DEFAULT_CLUSTER_CIDR);
     let mask: u8 = super::arg("node-cidr-mask-size")
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
@@ -77,7 +77,7 @@ pub async fn run(client: Client) {
         {
             continue;
         }
-        assign(&api, &store, &node.name_any(), &cluster, mask).await;
+        assign(&api, &store, &node.name_any(), cluster, mask).await;
     }
 }
 

@@ -775,66 +775,84 @@ impl Worker {
 
     /// Stops one running instance: preStop hook, SIGTERM, grace, SIGKILL.
     async fn kill_one(&mut self, pod: &Pod, i: usize, grace: i64) {
-        let Some(cur) = self.ctrs[i].current.clone() else {
-            return;
-        };
-        if cur.exit.is_some() {
-            return;
-        }
-        self.ctrs[i].stop_probes();
+        self.kill_some(pod, &[i], grace).await;
+    }
+
+    /// Stops the running instances among `slots` together, as the kubelet
+    /// does: each runs its preStop hook then gets SIGTERM, all share one
+    /// grace period, whatever still runs at its end gets SIGKILL.
+    async fn kill_some(&mut self, pod: &Pod, slots: &[usize], grace: i64) {
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
-        let spec_c = self.spec_container(pod, i).cloned();
-        if let Some(h) = spec_c
-            .as_ref()
-            .and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone())
-        {
-            let ip = self.pod_ip();
-            let c = spec_c.clone().unwrap_or_default();
-            let _ =
-                tokio::time::timeout_at(deadline, run_handler(&self.kl, &cur.id, &h, &c, ip)).await;
-        }
-        let mut exits = self.kl.runtime.subscribe();
-        let _ = self.kl.runtime.signal(&cur.id, libc::SIGTERM).await;
-        loop {
-            if self
-                .kl
-                .runtime
-                .list()
-                .await
-                .map(|l| has_exited(&l, &cur.id))
-                .unwrap_or(true)
-            {
-                break;
+        let ip = self.pod_ip();
+        let mut victims = Vec::new();
+        for &i in slots {
+            let Some(cur) = self.ctrs[i].current.clone() else {
+                continue;
+            };
+            if cur.exit.is_some() {
+                continue;
             }
-            match tokio::time::timeout_at(deadline, exits.recv()).await {
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = self.kl.runtime.signal(&cur.id, libc::SIGKILL).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                        loop {
-                            if self
-                                .kl
-                                .runtime
-                                .list()
-                                .await
-                                .map(|l| has_exited(&l, &cur.id))
-                                .unwrap_or(true)
-                            {
-                                break;
-                            }
-                            let _ = tokio::time::timeout(Duration::from_millis(200), exits.recv())
-                                .await;
-                        }
-                    })
+            self.ctrs[i].stop_probes();
+            let spec_c = self.spec_container(pod, i).cloned().unwrap_or_default();
+            victims.push((cur.id, spec_c));
+        }
+        if victims.is_empty() {
+            return;
+        }
+        // Subscribed before the first SIGTERM so no exit is missed.
+        let mut exits = self.kl.runtime.subscribe();
+        let kl = &self.kl;
+        futures::future::join_all(victims.iter().map(|(id, c)| async move {
+            if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                let hook = run_handler(kl, id, h, c, ip);
+                if let Ok(probe::Outcome::Failure(msg)) =
+                    tokio::time::timeout_at(deadline, hook).await
+                {
+                    let field = format!("spec.containers{{{}}}", c.name);
+                    kl.event(
+                        pod,
+                        true,
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {msg}"),
+                        Some(&field),
+                    )
                     .await;
-                    break;
                 }
             }
+            let _ = kl.runtime.signal(id, libc::SIGTERM).await;
+        }))
+        .await;
+        let mut killed = false;
+        let hard_stop = deadline + Duration::from_secs(5);
+        loop {
+            let list = kl.runtime.list().await.unwrap_or_default();
+            // An instance the runtime no longer lists is gone as well.
+            let gone = |id: &str| !list.iter().any(|s| s.id == id) || has_exited(&list, id);
+            if victims.iter().all(|(id, _)| gone(id)) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline && !killed {
+                for (id, _) in &victims {
+                    if !gone(id) {
+                        let _ = kl.runtime.signal(id, libc::SIGKILL).await;
+                    }
+                }
+                killed = true;
+            }
+            if now >= hard_stop {
+                break;
+            }
+            let until = if killed { hard_stop } else { deadline };
+            // Re-check at least every 200 ms: a missed event must not stall us.
+            let tick = until.min(now + Duration::from_millis(200));
+            let _ = tokio::time::timeout_at(tick, exits.recv()).await;
         }
         self.refresh_runtime().await;
     }
 
-    /// Stops every container (regular ones in parallel as the kubelet does).
+    /// Stops every container: running regular containers together (as the
+    /// kubelet does), then any running init container.
     async fn terminate(&mut self, grace: i64) {
         let Some(pod) = self
             .last_pod
@@ -848,13 +866,16 @@ impl Worker {
                 .event(&pod, false, "Killing", "Stopping pod".into(), None)
                 .await;
         }
-        // Sequential kill keeps the code simple; each one is bounded by the grace period
-        // from the same start, so the total stays within it.
         let start = Instant::now();
-        for i in 0..self.ctrs.len() {
-            let left = grace - start.elapsed().as_secs() as i64;
-            self.kill_one(&pod, i, left.max(0)).await;
-        }
+        let regular: Vec<usize> = (0..self.ctrs.len())
+            .filter(|i| !self.ctrs[*i].init)
+            .collect();
+        self.kill_some(&pod, &regular, grace).await;
+        let init: Vec<usize> = (0..self.ctrs.len())
+            .filter(|i| self.ctrs[*i].init)
+            .collect();
+        let left = grace - start.elapsed().as_secs() as i64;
+        self.kill_some(&pod, &init, left.max(0)).await;
         self.terminal = true;
     }
 
