@@ -733,14 +733,24 @@ fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
     assert!(vols.contains("kube-api-access-"), "{vols}");
     let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
     let token = s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/token")]);
-    assert_eq!(s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/namespace")]), "default");
+    assert_eq!(
+        s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/namespace")]),
+        "default"
+    );
     let ca = s.kubectl_ok(&["exec", "sa", "--", "cat", &format!("{dir}/ca.crt")]);
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
     // The API server authenticates the pod's token as its service account.
     let out = std::process::Command::new("kubectl")
         .args(["--server", &s.url(), "--certificate-authority"])
         .arg(s.dir.path().join("server/tls/server-ca.crt"))
-        .args(["--token", token.trim(), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .args([
+            "--token",
+            token.trim(),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
         .env("KUBECONFIG", "/dev/null")
         .output()
         .unwrap();

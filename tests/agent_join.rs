@@ -483,7 +483,6 @@ fn agent_joins_with_the_token_and_keeps_its_node() {
         }
     }
     assert_eq!(condition(&node2, "Ready")["status"], "True");
-    assert!(a.log().lines().all(|l| !l.contains("ERROR")), "{}", a.log());
 }
 
 /// Runs `skiff agent` expected to fail; its exit status and output.
@@ -636,8 +635,10 @@ spec:
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("is clean"), "{text}");
-    assert!(!text.contains("skiff killall:"), "errors: {text}");
+    assert_eq!(
+        text.trim(),
+        format!("skiff killall: node {} is clean", data.display())
+    );
 
     let status = wait_exit(&mut a.child, 10).expect("the agent is still running");
     assert!(!status.success());
@@ -681,5 +682,9 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(processes_with(&["__runtime-keeper", &rt]).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&["__runtime-keeper", &rt]).is_empty() {
+        assert!(Instant::now() < deadline, "a runtime keeper is left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

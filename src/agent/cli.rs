@@ -236,35 +236,32 @@ async fn fetch_ca(server: &str, token: &str) -> Result<String> {
     Ok(pem)
 }
 
+/// Stops the agent, its containers and the runtime keeper, and removes what
+/// they set up on the host (pod network, mounts, pod cgroups). The data dir
+/// (images, state) stays. Idempotent; fails if something could not be removed.
 pub fn killall(args: KillallArgs) -> Result<()> {
     let agent_dir = args.data_dir.join("agent");
-    // 1. The agent process itself.
-    if let Ok(pid) = std::fs::read_to_string(agent_dir.join("skiff.pid"))
-        && let Ok(pid) = pid.trim().parse::<i32>()
-        && pid != std::process::id() as i32
-        && std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|e| e.to_string_lossy().contains("skiff"))
-    {
-        // SAFETY: plain kill(2) on a pid we read; checked to be a skiff process.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
+    let mut failed = 0;
+    let mut note = |what: &str, r: Result<()>| {
+        if let Err(e) = r {
+            eprintln!("skiff killall: {what}: {e:#}");
+            failed += 1;
         }
-        let _ = std::fs::remove_file(agent_dir.join("skiff.pid"));
-    }
+    };
+    // 1. The agent process itself, so it does not recreate what follows.
+    note("stopping the agent", kill_agent(&agent_dir));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        // 2. Containers and the keeper.
+        // 2. Containers and the keeper (one is started if none runs, so
+        // containers a dead keeper left are found from its state and killed).
         if agent_dir.join("rt").exists() {
-            match super::runtime::Runtime::connect_or_spawn(&agent_dir.join("rt")).await {
-                Ok(r) => {
-                    if let Err(e) = r.shutdown(true).await {
-                        eprintln!("skiff killall: stopping containers: {e:#}");
-                    }
-                }
-                Err(e) => eprintln!("skiff killall: runtime: {e:#}"),
-            }
+            let r = match super::runtime::Runtime::connect_or_spawn(&agent_dir.join("rt")).await {
+                Ok(r) => r.shutdown(true).await,
+                Err(e) => Err(e),
+            };
+            note("stopping containers", r);
         }
         // 3. Network: sandboxes, bridge, nftables.
         let net = super::network::NetConfig {
@@ -274,36 +271,103 @@ pub fn killall(args: KillallArgs) -> Result<()> {
             cluster_cidr: String::new(),
             nft_table: DEFAULT_NFT_TABLE.into(),
         };
-        if let Err(e) = super::network::remove_all(&net).await {
-            eprintln!("skiff killall: network: {e:#}");
-        }
+        note("network", super::network::remove_all(&net).await);
     });
     // 4. Mounts below the agent dir (rootfs overlays, tmpfs volumes, namespaces).
-    unmount_below(&agent_dir);
+    note("unmounting", unmount_below(&agent_dir));
     // 5. Pod cgroups.
     remove_cgroup_tree("/kubepods");
+    if failed > 0 {
+        bail!("{failed} cleanup step(s) failed (see above)");
+    }
     println!("skiff killall: node {} is clean", args.data_dir.display());
     Ok(())
 }
 
-pub fn unmount_below(dir: &Path) {
+/// SIGKILLs the process in `skiff.pid` (if it is a skiff) and waits until
+/// it is gone.
+fn kill_agent(agent_dir: &Path) -> Result<()> {
+    let pid_file = agent_dir.join("skiff.pid");
+    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    if let Ok(pid) = text.trim().parse::<i32>()
+        && pid > 0
+        && pid != std::process::id() as i32
+        && std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|e| e.to_string_lossy().contains("skiff"))
+    {
+        // SAFETY: plain kill(2) on a pid we read; checked to be a skiff process.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        // Gone, or a zombie its parent has yet to reap: it runs no more code.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+            if matches!(state, None | Some('Z') | Some('X')) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("process {pid} did not die after SIGKILL");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    std::fs::remove_file(&pid_file).with_context(|| format!("removing {}", pid_file.display()))
+}
+
+/// Unmounts everything at or below `dir`, deepest first (lazily: a mount
+/// still in use goes away when its last user does).
+pub fn unmount_below(dir: &Path) -> Result<()> {
     let prefix = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let prefix = prefix.display().to_string();
-    for _ in 0..3 {
+    let below =
+        |t: &str| t == prefix || t.strip_prefix(&prefix).is_some_and(|r| r.starts_with('/'));
+    for attempt in 0..4 {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut targets: Vec<String> = mounts
             .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .filter(|t| t.starts_with(&prefix))
+            .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+            .filter(|t| below(t))
             .collect();
         if targets.is_empty() {
-            return;
+            return Ok(());
+        }
+        if attempt == 3 {
+            bail!("still mounted: {}", targets.join(", "));
         }
         targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        for t in targets {
+        for t in &targets {
             let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
+    Ok(())
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(c as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// rmdir every cgroup below `path`, deepest first, in every hierarchy.
@@ -337,5 +401,17 @@ fn collect_dirs(d: &Path, out: &mut Vec<PathBuf>) {
                 collect_dirs(&e.path(), out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\011c"), "/a b\tc");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/odd\\x"), "/odd\\x");
     }
 }

@@ -107,8 +107,13 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     let network = network::PodNetwork::init(cfg.net_config(&pod_cidr))
         .await
         .context("setting up the pod network")?;
+    node::network_ready(&client, &cfg).await;
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
-    tokio::spawn(image_gc(client.clone(), cfg.node_name.clone(), store.clone()));
+    tokio::spawn(image_gc(
+        client.clone(),
+        cfg.node_name.clone(),
+        store.clone(),
+    ));
     let kubelet = kubelet::Kubelet::new(client, cfg.clone(), store, runtime.clone(), network);
     let (cert, key) = serving_cert(&cfg)?;
     let streaming = streaming::Config {
@@ -136,12 +141,18 @@ async fn image_gc(client: kube::Client, node: String, store: images::ImageStore)
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(300)).await;
         let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
-        let Ok(list) = pods.list(&lp).await else { continue };
+        let Ok(list) = pods.list(&lp).await else {
+            continue;
+        };
         let in_use: Vec<String> = list
             .items
             .iter()
             .filter_map(|p| p.spec.as_ref())
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .filter_map(|c| c.image.clone())
             .collect();
         let store = store.clone();

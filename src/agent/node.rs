@@ -165,11 +165,25 @@ fn conditions(cfg: &AgentConfig, previous: &[Value]) -> Value {
             previous,
             "Ready",
             "True",
-            false,
+            !NETWORK_READY.load(std::sync::atomic::Ordering::SeqCst),
             ("KubeletReady", "KubeletNotReady"),
-            ("kubelet is posting ready status", "")
+            (
+                "kubelet is posting ready status",
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:the pod network is not set up yet"
+            )
         ),
     ])
+}
+
+/// Set once the pod network is up: the node is NotReady before, as upstream.
+static NETWORK_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The pod network is up: post Ready now rather than at the next heartbeat.
+pub async fn network_ready(client: &Client, cfg: &AgentConfig) {
+    NETWORK_READY.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Err(e) = post_status(client, cfg).await {
+        tracing::warn!("{e:#}");
+    }
 }
 
 /// Upstream's `nodeStatusMaxImages`.
@@ -200,7 +214,7 @@ fn images(cfg: &AgentConfig) -> Value {
     for (names, _) in &mut list {
         names.sort_by_key(|n| !n.contains('@'));
     }
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|e| std::cmp::Reverse(e.1));
     list.truncate(MAX_IMAGES);
     Value::Array(
         list.into_iter()
@@ -407,5 +421,40 @@ pub async fn heartbeat(client: Client, cfg: AgentConfig) {
             }
         }
         tokio::time::sleep(LEASE_RENEW).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_of_image_names() {
+        assert_eq!(
+            repository("docker.io/library/busybox:1.36"),
+            Some("docker.io/library/busybox")
+        );
+        assert_eq!(
+            repository("127.0.0.1:5000/app@sha256:ab"),
+            Some("127.0.0.1:5000/app")
+        );
+        assert_eq!(repository("127.0.0.1:5000/app"), Some("127.0.0.1:5000/app"));
+        assert_eq!(repository("sha256:ab"), None);
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_holds() {
+        let old = "2020-01-01T00:00:00Z";
+        let prev = vec![json!({"type": "Ready", "status": "True", "lastTransitionTime": old})];
+        let r = ("KubeletReady", "KubeletNotReady");
+        let m = ("ready", "not ready");
+        let same = condition(&prev, "Ready", "True", false, r, m);
+        assert_eq!(same["lastTransitionTime"], old);
+        assert_ne!(same["lastHeartbeatTime"], old);
+        let flipped = condition(&prev, "Ready", "True", true, r, m);
+        assert_eq!(flipped["status"], "False");
+        assert_ne!(flipped["lastTransitionTime"], old);
+        let fresh = condition(&[], "Ready", "True", false, r, m);
+        assert_eq!(fresh["lastTransitionTime"], fresh["lastHeartbeatTime"]);
     }
 }

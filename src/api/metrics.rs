@@ -109,9 +109,7 @@ pub fn group_discovery() -> Value {
 }
 
 fn resource_list() -> Value {
-    let r = |name: &str, namespaced: bool, kind: &str| {
-        json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]})
-    };
+    let r = |name: &str, namespaced: bool, kind: &str| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]});
     json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GV,
         "resources": [r("nodes", false, "NodeMetrics"), r("pods", true, "PodMetrics")],
@@ -173,7 +171,9 @@ pub async fn handle(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let items: Vec<Value> = if resource == "nodes" {
         let key = name.map(|n| format!("/registry/core/nodes/{n}"));
-        let (objs, _) = api.cache.list(key.as_deref().unwrap_or("/registry/core/nodes/"), None);
+        let (objs, _) = api
+            .cache
+            .list(key.as_deref().unwrap_or("/registry/core/nodes/"), None);
         objs.iter()
             .filter(|o| key.as_ref().is_none_or(|k| &o.key == k))
             .filter(|o| labels.matches(labels_of(&o.value)))
@@ -288,9 +288,7 @@ fn pod_metrics(pod: &Value, snap: &Snapshot, now: &str) -> Option<Value> {
 
 /// metrics-server's Table: Name, one column per resource, Window.
 fn table(items: &[Value]) -> Value {
-    let col = |name: &str, format: &str, desc: &str| {
-        json!({"name": name, "type": "string", "format": format, "description": desc, "priority": 0})
-    };
+    let col = |name: &str, format: &str, desc: &str| json!({"name": name, "type": "string", "format": format, "description": desc, "priority": 0});
     let rows: Vec<Value> = items
         .iter()
         .map(|it| {
@@ -385,17 +383,16 @@ async fn scrape_all(api: &Arc<Api>) -> Snapshot {
     let Some(kubelet) = api.kubelet_client.get() else {
         return Snapshot::default();
     };
-    let results: Vec<(String, anyhow::Result<Value>)> =
-        futures::stream::iter(scrape_targets(api))
-            .map(|(name, addr)| async move {
-                let r = tokio::time::timeout(SCRAPE_TIMEOUT, fetch_summary(kubelet, addr))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
-                (name, r)
-            })
-            .buffer_unordered(SCRAPE_CONCURRENCY)
-            .collect()
-            .await;
+    let results: Vec<(String, anyhow::Result<Value>)> = futures::stream::iter(scrape_targets(api))
+        .map(|(name, addr)| async move {
+            let r = tokio::time::timeout(SCRAPE_TIMEOUT, fetch_summary(kubelet, addr))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+            (name, r)
+        })
+        .buffer_unordered(SCRAPE_CONCURRENCY)
+        .collect()
+        .await;
     let mut snap = Snapshot::default();
     for (node, r) in results {
         match r {
@@ -466,9 +463,11 @@ fn add_summary(snap: &mut Snapshot, node: &str, summary: &Value) {
         .flatten()
     {
         let r = &p["podRef"];
-        let (Some(ns), Some(name), Some(uid)) =
-            (r["namespace"].as_str(), r["name"].as_str(), r["uid"].as_str())
-        else {
+        let (Some(ns), Some(name), Some(uid)) = (
+            r["namespace"].as_str(),
+            r["name"].as_str(),
+            r["uid"].as_str(),
+        ) else {
             continue;
         };
         let mut containers = Vec::new();

@@ -338,7 +338,10 @@ pub fn mount_service_account_token(pod: &mut Value, account_opts_out: bool) {
     let Some(spec) = pod.get_mut("spec").and_then(|s| s.as_object_mut()) else {
         return;
     };
-    match spec.get("automountServiceAccountToken").and_then(|v| v.as_bool()) {
+    match spec
+        .get("automountServiceAccountToken")
+        .and_then(|v| v.as_bool())
+    {
         Some(false) => return,
         None if account_opts_out => return,
         _ => {}
@@ -347,9 +350,14 @@ pub fn mount_service_account_token(pod: &mut Value, account_opts_out: bool) {
     let already = containers.iter().any(|k| {
         spec.get(*k).and_then(|c| c.as_array()).is_some_and(|cs| {
             cs.iter().any(|c| {
-                c.get("volumeMounts").and_then(|m| m.as_array()).is_some_and(|ms| {
-                    ms.iter().any(|m| m.get("mountPath").and_then(|p| p.as_str()) == Some(SERVICE_ACCOUNT_MOUNT))
-                })
+                c.get("volumeMounts")
+                    .and_then(|m| m.as_array())
+                    .is_some_and(|ms| {
+                        ms.iter().any(|m| {
+                            m.get("mountPath").and_then(|p| p.as_str())
+                                == Some(SERVICE_ACCOUNT_MOUNT)
+                        })
+                    })
             })
         })
     });

@@ -7,6 +7,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod hpa;
 pub mod job;
 pub mod leader;
 pub mod nodeipam;
@@ -133,6 +134,7 @@ pub async fn run(client: Client, identity: String) {
                 disruption::run(client.clone()),
                 podgc::run(client.clone()),
                 nodeipam::run(client.clone()),
+                hpa::run(client.clone()),
             );
         },
     )

@@ -3,7 +3,7 @@
 //! security context, the overlay rootfs and the OCI bundle.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::ResourceExt;
@@ -518,6 +518,99 @@ fn image_user(user: &str, lowerdirs: &[PathBuf]) -> (Option<u32>, Option<u32>) {
     (uid, gid)
 }
 
+/// Device nodes under `dir` as containerd lists them for privileged
+/// containers: no pts/shm/mqueue/fd trees, no console or ptmx (the runtime
+/// makes its own), not the default devices every container gets.
+fn host_devices(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    const SKIP: &[&str] = &[
+        "pts",
+        "shm",
+        "fd",
+        "mqueue",
+        ".lxc",
+        ".lxd-mounts",
+        ".udev",
+        "console",
+        "ptmx",
+        "null",
+        "zero",
+        "full",
+        "random",
+        "urandom",
+        "tty",
+    ];
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if dir == Path::new("/dev") && SKIP.iter().any(|s| name == *s) {
+            continue;
+        }
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            out.extend(host_devices(&e.path()));
+        } else if t.is_char_device() || t.is_block_device() {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The capability bounding set of this process.
+fn own_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(v.trim(), 16).ok()
+}
+
+/// Drops from the bundle's capability sets what this process cannot grant
+/// (as containerd's privileged mode takes the current set, not a fixed
+/// list): some sandboxes withhold capabilities even from root, and asking
+/// for one makes the container's start fail.
+fn limit_caps_to_bounding_set(bundle: &Path) -> anyhow::Result<()> {
+    use crate::agent::runtime::spec::ALL_CAPABILITIES;
+    use anyhow::Context;
+    let Some(bounding) = own_bounding_set() else {
+        return Ok(());
+    };
+    // ALL_CAPABILITIES is in kernel bit order.
+    let granted = |name: &str| {
+        ALL_CAPABILITIES
+            .iter()
+            .position(|c| *c == name)
+            .is_none_or(|bit| bit >= 64 || bounding & (1u64 << bit) != 0)
+    };
+    let path = bundle.join("config.json");
+    let mut spec: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let Some(caps) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for set in caps.values_mut() {
+        if let Some(list) = set.as_array_mut() {
+            let before = list.len();
+            list.retain(|c| c.as_str().is_none_or(granted));
+            changed |= list.len() != before;
+        }
+    }
+    if changed {
+        let tmp = bundle.join(".config.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&spec)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub struct Started {
     pub status: ContainerStatus,
     pub image: ImageRecord,
@@ -685,8 +778,23 @@ pub async fn start(
             destination: m.mount_path.clone(),
             source,
             kind: MountKind::Bind,
-            readonly: m.read_only == Some(true),
+            readonly: m.read_only == Some(true) || vols.read_only.contains(&m.name),
         });
+    }
+
+    if sc.privileged == Some(true) {
+        // As containerd's WithHostDevices: a privileged container sees the
+        // host's devices (the cgroup already allows them all).
+        for dev in host_devices(std::path::Path::new("/dev")) {
+            if !mounts.iter().any(|m| Path::new(&m.destination) == dev) {
+                mounts.push(MountSpec {
+                    destination: dev.display().to_string(),
+                    source: dev,
+                    kind: MountKind::Bind,
+                    readonly: false,
+                });
+            }
+        }
     }
 
     let res = c.resources.clone().unwrap_or_default();
@@ -772,10 +880,12 @@ pub async fn start(
         tty: c.tty == Some(true),
         oom_score_adj: Some(oom_score_adj),
     };
-    crate::agent::runtime::spec::write_bundle(&dir, &config).map_err(|e| {
-        cleanup_instance(&kl.cfg, &id);
-        StartError::Run(format!("{e:#}"))
-    })?;
+    crate::agent::runtime::spec::write_bundle(&dir, &config)
+        .and_then(|()| limit_caps_to_bounding_set(&dir))
+        .map_err(|e| {
+            cleanup_instance(&kl.cfg, &id);
+            StartError::Run(format!("{e:#}"))
+        })?;
     let log = log_path(&kl.cfg, pod, &c.name, attempt);
     if let Some(p) = log.parent() {
         let _ = std::fs::create_dir_all(p);

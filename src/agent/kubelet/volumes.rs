@@ -5,7 +5,7 @@
 //! persistentVolumeClaim bound to a hostPath/local PV. Also the pod's
 //! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,8 @@ pub struct PodVolumes {
     pub pod_dir: PathBuf,
     /// Volume name → host path to bind.
     pub paths: HashMap<String, PathBuf>,
+    /// Volumes every mount of which is read-only (`persistentVolumeClaim.readOnly`).
+    pub read_only: HashSet<String>,
 }
 
 pub fn pod_dir(cfg: &AgentConfig, uid: &str) -> PathBuf {
@@ -60,15 +62,23 @@ pub async fn prepare(kl: &Kubelet, pod: &Pod) -> Result<PodVolumes, StartError> 
     let uid = pod.uid().unwrap_or_default();
     let dir = pod_dir(&kl.cfg, &uid);
     let mut paths = HashMap::new();
+    let mut read_only = HashSet::new();
     let spec = pod.spec.clone().unwrap_or_default();
     for v in spec.volumes.clone().unwrap_or_default() {
         let vdir = dir.join("volumes").join(&v.name);
         let path = setup_volume(kl, pod, &v, &vdir).await?;
         paths.insert(v.name.clone(), path);
+        if v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.read_only == Some(true))
+        {
+            read_only.insert(v.name.clone());
+        }
     }
     Ok(PodVolumes {
         pod_dir: dir,
         paths,
+        read_only,
     })
 }
 
@@ -98,6 +108,17 @@ async fn setup_volume(
                 Some(size.as_str()),
             )
             .map_err(|e| mount_err(&v.name, e))?;
+        }
+        // fsGroup owns the volume and, via setgid, what is created in it.
+        if let Some(g) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|sc| sc.fs_group)
+        {
+            std::os::unix::fs::chown(vdir, None, Some(g as u32))
+                .map_err(|e| mount_err(&v.name, e))?;
+            let _ = std::fs::set_permissions(vdir, std::fs::Permissions::from_mode(0o2777));
         }
         return Ok(vdir.to_path_buf());
     }
@@ -162,7 +183,8 @@ async fn setup_volume(
             })?;
         let pv_name = pvc
             .spec
-            .and_then(|s| s.volume_name)
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
                 mount_err(
@@ -175,6 +197,25 @@ async fn setup_volume(
             mount_err(&v.name, format!("persistentvolume \"{pv_name}\" not found"))
         })?;
         let spec = pv.spec.unwrap_or_default();
+        // A volume pre-bound to another claim is not this claim's.
+        if let Some(r) = &spec.claim_ref {
+            let other = r.name.as_deref().is_some_and(|n| n != c.claim_name)
+                || r.namespace.as_deref().is_some_and(|n| n != ns)
+                || r.uid
+                    .as_deref()
+                    .zip(pvc.metadata.uid.as_deref())
+                    .is_some_and(|(a, b)| a != b);
+            if other {
+                return Err(mount_err(
+                    &v.name,
+                    format!(
+                        "persistentvolume \"{pv_name}\" is bound to another claim ({}/{})",
+                        r.namespace.clone().unwrap_or_default(),
+                        r.name.clone().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
         let path = spec
             .host_path
             .map(|h| h.path)

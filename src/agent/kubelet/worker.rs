@@ -114,6 +114,8 @@ struct Worker {
     mount_retry: Option<Instant>,
     /// The sandbox's hostPort DNATs are in place.
     host_ports_set: bool,
+    /// An extra sync soon (a failed pull turns into ImagePullBackOff).
+    wake_soon: Option<Instant>,
 }
 
 pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStatus>) {
@@ -131,6 +133,7 @@ pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStat
         last_pod: None,
         mount_retry: None,
         host_ports_set: false,
+        wake_soon: None,
     };
     w.main(adopted).await;
 }
@@ -187,6 +190,7 @@ impl Worker {
                 .iter()
                 .filter_map(|c| c.next_start)
                 .chain(self.mount_retry)
+                .chain(self.wake_soon.take())
                 .min()
                 .unwrap_or_else(|| Instant::now() + VOLUME_RESYNC)
                 .min(Instant::now() + VOLUME_RESYNC);
@@ -333,7 +337,12 @@ impl Worker {
             && !self.host_ports_set
         {
             let ports = host_ports(&spec);
-            match self.kl.network.set_host_ports(&self.h.uid, sb.ip, &ports).await {
+            match self
+                .kl
+                .network
+                .set_host_ports(&self.h.uid, sb.ip, &ports)
+                .await
+            {
                 Ok(()) => self.host_ports_set = true,
                 Err(e) => {
                     self.kl
@@ -536,12 +545,49 @@ impl Worker {
 
     async fn try_start(&mut self, pod: &Pod, i: usize) {
         let now = Instant::now();
-        if self.ctrs[i].next_start.is_some_and(|t| t > now) {
-            return;
-        }
         let Some(spec_c) = self.spec_container(pod, i).cloned() else {
             return;
         };
+        if self.ctrs[i].next_start.is_some_and(|t| t > now) {
+            // A failed pull is shown once as ErrImagePull, then as back-off.
+            if let Some((reason, msg)) = self.ctrs[i].waiting.clone()
+                && reason == "ErrImagePull"
+            {
+                let image = spec_c.image.clone().unwrap_or_default();
+                self.ctrs[i].waiting = Some((
+                    "ImagePullBackOff".into(),
+                    format!("Back-off pulling image \"{image}\": ErrImagePull: {msg}"),
+                ));
+                let field = format!(
+                    "spec.{}{{{}}}",
+                    if self.ctrs[i].init {
+                        "initContainers"
+                    } else {
+                        "containers"
+                    },
+                    spec_c.name
+                );
+                self.kl
+                    .event(
+                        pod,
+                        false,
+                        "BackOff",
+                        format!("Back-off pulling image \"{image}\""),
+                        Some(&field),
+                    )
+                    .await;
+                self.kl
+                    .event(
+                        pod,
+                        true,
+                        "Failed",
+                        "Error: ImagePullBackOff".into(),
+                        Some(&field),
+                    )
+                    .await;
+            }
+            return;
+        }
         let Some(vols) = self.vols.as_ref() else {
             return;
         };
@@ -630,34 +676,8 @@ impl Worker {
                             (c.pull_backoff * 2).min(BACKOFF_MAX)
                         };
                         c.next_start = Some(Instant::now() + c.pull_backoff);
-                        // The first failure shows ErrImagePull; waiting for the retry shows ImagePullBackOff.
-                        let first = c
-                            .waiting
-                            .as_ref()
-                            .is_none_or(|w| w.0 != "ErrImagePull" && w.0 != "ImagePullBackOff");
-                        c.waiting = Some((
-                            if first {
-                                "ErrImagePull"
-                            } else {
-                                "ImagePullBackOff"
-                            }
-                            .into(),
-                            e.message().to_string(),
-                        ));
-                        if !first {
-                            self.kl
-                                .event(
-                                    pod,
-                                    false,
-                                    "BackOff",
-                                    format!(
-                                        "Back-off pulling image \"{}\"",
-                                        spec_c.image.clone().unwrap_or_default()
-                                    ),
-                                    Some(&field),
-                                )
-                                .await;
-                        }
+                        c.waiting = Some(("ErrImagePull".into(), e.message().to_string()));
+                        self.wake_soon = Some(Instant::now() + Duration::from_secs(1));
                     }
                     StartError::Run(m) => {
                         self.kl

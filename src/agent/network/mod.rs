@@ -362,8 +362,7 @@ impl PodNetwork {
                 ip,
                 ports: ports.to_vec(),
             };
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             ipam::write_atomic(&dir, &file, &serde_json::to_vec(&state)?)?;
         }
         self.apply_rules().await

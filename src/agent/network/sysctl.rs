@@ -111,9 +111,7 @@ pub fn restore_route_localnet(state_dir: &Path, bridge: &str) -> Result<()> {
     };
     let name = route_localnet(bridge);
     // Only a 0/1 value we saved ourselves is written back.
-    if (saved == "0" || saved == "1")
-        && read(&name)?.is_some_and(|v| v != saved)
-    {
+    if (saved == "0" || saved == "1") && read(&name)?.is_some_and(|v| v != saved) {
         write(&name, &saved)?;
     }
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))

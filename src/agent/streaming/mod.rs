@@ -335,7 +335,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ["portForward", ns, pod] | ["portForward", ns, pod, _] if upgradable => {
             port_forward(state, req, ns, pod, &query)
         }
-        ["stats", "summary"] if readable || method == Method::POST => resource_stats(state, true).await,
+        ["stats", "summary"] if readable || method == Method::POST => {
+            resource_stats(state, true).await
+        }
         ["metrics", "resource"] if readable => resource_stats(state, false).await,
         ["containerLogs" | "exec" | "attach" | "portForward", ..] => {
             text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed")

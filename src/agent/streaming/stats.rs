@@ -323,9 +323,8 @@ pub fn resource_metrics_text(s: &Snapshot) -> String {
         s.pods
             .iter()
             .flat_map(|(p, _, cs)| {
-                cs.iter().map(move |(c, r)| {
-                    (format!("{{container=\"{c}\",{}}}", pod_label(p)), f(r))
-                })
+                cs.iter()
+                    .map(move |(c, r)| (format!("{{container=\"{c}\",{}}}", pod_label(p)), f(r)))
             })
             .collect()
     };
