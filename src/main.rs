@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod controllers;
 mod pki;
+mod proxy;
 mod quantity;
 mod scheduler;
 mod server;

@@ -124,6 +124,46 @@ fn cgroup_working_set(uid: &str) -> u64 {
     panic!("no cgroup for pod {uid}");
 }
 
+/// GET on the agent's kubelet port with the admin's client certificate
+/// (the agent admits `system:masters`), through curl.
+fn agent_get(s: &Server, path: &str) -> String {
+    use base64::Engine;
+    let kc = std::fs::read_to_string(&s.kubeconfig).unwrap();
+    let field = |k: &str| {
+        let b64 = kc.lines().find_map(|l| l.trim().strip_prefix(k)).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .unwrap()
+    };
+    let (cert, key) = (
+        s.dir.path().join("admin.crt"),
+        s.dir.path().join("admin.key"),
+    );
+    std::fs::write(&cert, field("client-certificate-data:")).unwrap();
+    std::fs::write(&key, field("client-key-data:")).unwrap();
+    let port = s.kubectl_ok(&[
+        "get",
+        "node",
+        common::NODE,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let out = std::process::Command::new("curl")
+        .args(["-sSfk", "--noproxy", "*", "--max-time", "10", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 const PODS: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -258,6 +298,32 @@ fn kubectl_top_nodes_and_pods() {
     // kubectl get prints metrics-server's table.
     let table = s.kubectl_ok(&["get", "pods.metrics.k8s.io", "burner"]);
     assert!(table.contains("WINDOW"), "{table}");
+    // The agent's own endpoints: the Summary API and the Prometheus form
+    // metrics-server scrapes.
+    let summary: Value = serde_json::from_str(&agent_get(&s, "/stats/summary")).unwrap();
+    assert_eq!(summary["node"]["nodeName"], common::NODE);
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let hog = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "hog")
+        .expect("hog in the summary");
+    assert_eq!(hog["containers"][0]["name"], "hold");
+    let text = agent_get(&s, "/metrics/resource");
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "container_cpu_usage_seconds_total{container=\"burn\",namespace=\"default\",pod=\"burner\"}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nnode_memory_working_set_bytes "), "{text}");
+
     // Node metrics carry the node's name (and labels).
     let nodes = s.kubectl_ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes"]);
     let nodes: Value = serde_json::from_str(&nodes).unwrap();

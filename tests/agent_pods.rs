@@ -582,3 +582,412 @@ spec:
     });
     assert_eq!(pod["status"]["phase"], "Pending");
 }
+
+// ------------------------------------------------------- 6. image pulls
+
+/// A docker-registry process on 127.0.0.1:<free port>, killed (by PID) on
+/// drop (as in tests/images.rs).
+struct Registry {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// With `htpasswd`, requires basic auth.
+    fn start(htpasswd: Option<&Path>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..3 {
+            let port = pick_free_port();
+            let mut cfg = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            );
+            if let Some(h) = htpasswd {
+                cfg.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                    h.display()
+                ));
+            }
+            let cfg_path = dir.path().join("config.yml");
+            std::fs::write(&cfg_path, cfg).unwrap();
+            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+            let mut child = Command::new("/usr/bin/docker-registry")
+                .arg("serve")
+                .arg(&cfg_path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting /usr/bin/docker-registry");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if try_http_get("127.0.0.1", port, "/v2/").is_some() {
+                    return Registry {
+                        port,
+                        child,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
+        panic!("docker-registry did not start:\n{log}");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Pushes the test busybox image (from `common::busybox_archive`) as
+    /// `repo_tag`, with `auth` as basic credentials.
+    fn push_busybox(&self, repo_tag: &str, auth: Option<(&str, &str)>) {
+        use sha2::Digest;
+        let sha = |b: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)));
+        let mut archive = tar::Archive::new(std::io::Cursor::new(common::busybox_archive()));
+        let (mut config, mut layer) = (Vec::new(), Vec::new());
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            match name.as_str() {
+                "config.json" => e.read_to_end(&mut config).unwrap(),
+                "layer.tar" => e.read_to_end(&mut layer).unwrap(),
+                _ => 0,
+            };
+        }
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": sha(&layer), "size": layer.len()}],
+        }))
+        .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = oci_client::Client::new(oci_client::client::ClientConfig {
+                protocol: oci_client::client::ClientProtocol::Http,
+                ..Default::default()
+            });
+            let reference: oci_client::Reference =
+                format!("{}/{repo_tag}", self.host()).parse().unwrap();
+            let creds = match auth {
+                Some((u, p)) => oci_client::secrets::RegistryAuth::Basic(u.into(), p.into()),
+                None => oci_client::secrets::RegistryAuth::Anonymous,
+            };
+            client
+                .auth(&reference, &creds, oci_client::RegistryOperation::Push)
+                .await
+                .expect("registry auth");
+            for blob in [&layer, &config] {
+                client
+                    .push_blob(&reference, blob.clone(), &sha(blob))
+                    .await
+                    .expect("pushing a blob");
+            }
+            client
+                .push_manifest_raw(
+                    &reference,
+                    manifest,
+                    http::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+                )
+                .await
+                .expect("pushing the manifest");
+        });
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pods_pull_with_pull_secrets_back_off_without_and_use_mirrors() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    // Cost 4: the registry checks it on every request.
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&htpasswd, format!("tester:{hash}\n")).unwrap();
+    let private = Registry::start(Some(&htpasswd));
+    private.push_busybox("team/busybox:v1", Some(("tester", "s3cret")));
+    let open = Registry::start(None);
+    open.push_busybox("library/mirrored:v1", None);
+    // Both plain http; docker.io is served by the open registry.
+    let registries = dir.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!(
+            "mirrors:\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\n  docker.io:\n    endpoint: [\"http://{o}\"]\n",
+            p = private.host(),
+            o = open.host()
+        ),
+    )
+    .unwrap();
+    let s = Server::start_agent(&["--private-registry", registries.to_str().unwrap()]);
+    let image = format!("{}/team/busybox:v1", private.host());
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "--docker-server",
+        &private.host(),
+        "--docker-username",
+        "tester",
+        "--docker-password",
+        "s3cret",
+    ]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: private}}
+spec:
+  imagePullSecrets: [{{name: regcred}}]
+  containers:
+  - {{name: c, image: "{image}", imagePullPolicy: Always, command: ["sleep", "3600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: mirrored}}
+spec:
+  containers:
+  - {{name: c, image: docker.io/library/mirrored:v1, command: ["sleep", "3600"]}}
+"#
+        ),
+    );
+    let pod = wait_pod(&s, "private", 60, "Ready", ready);
+    assert!(
+        container_status(&pod, "c")["imageID"]
+            .as_str()
+            .unwrap()
+            .contains("@sha256:"),
+        "{pod}"
+    );
+    let ev = events_for(&s, "private");
+    assert!(
+        ev.contains(&format!("Pulling image \"{image}\"")),
+        "no Pulling event:\n{ev}"
+    );
+    assert!(
+        ev.contains(&format!("Successfully pulled image \"{image}\"")),
+        "no Pulled event:\n{ev}"
+    );
+    wait_pod(&s, "mirrored", 60, "Ready", ready);
+    assert_eq!(
+        exec_ok(&s, "mirrored", "cat /www/index.html"),
+        "hello from skiff\n"
+    );
+
+    // Without the secret: ErrImagePull, then ImagePullBackOff, watched.
+    let watch = s
+        .kubectl_command_pub(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "metadata.name=nosecret",
+            "-w",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let kubectl list (nothing) and start watching before the pod exists.
+    std::thread::sleep(Duration::from_secs(1));
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: nosecret}}
+spec:
+  containers:
+  - {{name: c, image: "{image}", imagePullPolicy: Always, command: ["sleep", "3600"]}}
+"#
+        ),
+    );
+    let pod = wait_pod(&s, "nosecret", 60, "ImagePullBackOff", |v| {
+        waiting_reason(v, "c") == "ImagePullBackOff"
+    });
+    let msg = container_status(&pod, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!("Back-off pulling image \"{image}\"")),
+        "{msg}"
+    );
+    assert!(msg.contains("Not authorized"), "{msg}");
+    // kubectl watched from before the pod existed: it saw every state.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: SIGTERM to the kubectl child we spawned (PID not reaped yet).
+    unsafe {
+        libc::kill(watch.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = watch.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errs = seen.lines().position(|l| l == "ErrImagePull");
+    let backoff = seen.lines().position(|l| l == "ImagePullBackOff");
+    assert!(
+        errs.is_some() && backoff.is_some() && errs < backoff,
+        "states seen: {seen:?}"
+    );
+    let ev = events_for(&s, "nosecret");
+    for want in [
+        "Error: ErrImagePull",
+        "Error: ImagePullBackOff",
+        &format!("Back-off pulling image \"{image}\""),
+    ] {
+        assert!(ev.contains(want), "no {want:?} event:\n{ev}");
+    }
+}
+
+// ------------------------------------------------ 7. pod-level cgroups
+
+/// A cgroup file of the pod cgroup `path` (v1: under `controller`).
+fn cgroup_file(controller: &str, path: &str, file: &str) -> String {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let p = if v2 {
+        format!("/sys/fs/cgroup{path}/{file}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}{path}/{file}")
+    };
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn pod_cgroups_carry_the_pod_level_limits() {
+    let s = Server::start_agent(&[]);
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: guaranteed}
+spec:
+  containers:
+  - name: a
+    image: busybox:test
+    command: ["sleep", "3600"]
+    resources: {limits: {cpu: 200m, memory: 32Mi}}
+  - name: b
+    image: busybox:test
+    command: ["sleep", "3600"]
+    resources: {limits: {cpu: 300m, memory: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: burstable}
+spec:
+  initContainers:
+  - name: init
+    image: busybox:test
+    command: ["true"]
+    resources: {requests: {cpu: 100m}, limits: {cpu: "1", memory: 128Mi}}
+  containers:
+  - name: a
+    image: busybox:test
+    command: ["sleep", "3600"]
+    resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 250m, memory: 48Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: partial}
+spec:
+  containers:
+  - name: a
+    image: busybox:test
+    command: ["sleep", "3600"]
+    resources: {limits: {cpu: 100m, memory: 16Mi}}
+  - name: b
+    image: busybox:test
+    command: ["sleep", "3600"]
+"#,
+    );
+    let mib = 1024 * 1024;
+    let unlimited_mem = |v: &str| v == "max" || v.parse::<u64>().unwrap() > (1 << 60);
+    let uid = |p: &Value| p["metadata"]["uid"].as_str().unwrap().to_string();
+
+    let pod = wait_pod(&s, "guaranteed", 60, "Ready", ready);
+    assert_eq!(pod["status"]["qosClass"], "Guaranteed");
+    let path = format!("/kubepods/pod{}", uid(&pod));
+    if v2 {
+        assert_eq!(cgroup_file("", &path, "memory.max"), (96 * mib).to_string());
+        assert_eq!(cgroup_file("", &path, "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(
+            cgroup_file("memory", &path, "memory.limit_in_bytes"),
+            (96 * mib).to_string()
+        );
+        assert_eq!(cgroup_file("cpu", &path, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(cgroup_file("cpu", &path, "cpu.cfs_period_us"), "100000");
+        assert_eq!(cgroup_file("cpu", &path, "cpu.shares"), "512");
+    }
+
+    // The init container's larger limits win over the containers' sum.
+    let pod = wait_pod(&s, "burstable", 60, "Ready", ready);
+    assert_eq!(pod["status"]["qosClass"], "Burstable");
+    let path = format!("/kubepods/burstable/pod{}", uid(&pod));
+    if v2 {
+        assert_eq!(
+            cgroup_file("", &path, "memory.max"),
+            (128 * mib).to_string()
+        );
+        assert_eq!(cgroup_file("", &path, "cpu.max"), "100000 100000");
+    } else {
+        assert_eq!(
+            cgroup_file("memory", &path, "memory.limit_in_bytes"),
+            (128 * mib).to_string()
+        );
+        assert_eq!(cgroup_file("cpu", &path, "cpu.cfs_quota_us"), "100000");
+    }
+
+    // A container without limits: the pod has none either.
+    let pod = wait_pod(&s, "partial", 60, "Ready", ready);
+    let path = format!("/kubepods/burstable/pod{}", uid(&pod));
+    if v2 {
+        assert_eq!(cgroup_file("", &path, "memory.max"), "max");
+        assert_eq!(cgroup_file("", &path, "cpu.max"), "max 100000");
+    } else {
+        let mem = cgroup_file("memory", &path, "memory.limit_in_bytes");
+        assert!(unlimited_mem(&mem), "{mem}");
+        assert_eq!(cgroup_file("cpu", &path, "cpu.cfs_quota_us"), "-1");
+    }
+    // The containers' own limits still apply inside.
+    let inner = s.kubectl_ok(&[
+        "exec",
+        "partial",
+        "-c",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    ]);
+    assert_eq!(inner.trim(), (16 * mib).to_string());
+}

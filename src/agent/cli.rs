@@ -272,6 +272,7 @@ pub fn killall(args: KillallArgs) -> Result<()> {
             nft_table: DEFAULT_NFT_TABLE.into(),
         };
         note("network", super::network::remove_all(&net).await);
+        note("service proxy", crate::proxy::remove_table().await);
     });
     // 4. Mounts below the agent dir (rootfs overlays, tmpfs volumes, namespaces).
     note("unmounting", unmount_below(&agent_dir));

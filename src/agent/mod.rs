@@ -108,6 +108,8 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .await
         .context("setting up the pod network")?;
     node::network_ready(&client, &cfg).await;
+    let proxy_config = crate::proxy::ProxyConfig::from_agent(&cfg, &pod_cidr);
+    tokio::spawn(crate::proxy::run(client.clone(), proxy_config));
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     tokio::spawn(image_gc(
         client.clone(),

@@ -539,12 +539,12 @@ pub fn decimal_quantity(value: i128, scale: i32) -> String {
 /// Bytes as a canonical BinarySI quantity (`51200Ki`, `50Mi`; plain
 /// decimal when not a multiple of 1024).
 pub fn binary_quantity(bytes: u64) -> String {
-    if bytes < 1024 || bytes % 1024 != 0 {
+    if bytes < 1024 || !bytes.is_multiple_of(1024) {
         return bytes.to_string();
     }
     let mut m = bytes;
     let mut i = 0;
-    while m % 1024 == 0 && i < 6 {
+    while m.is_multiple_of(1024) && i < 6 {
         m /= 1024;
         i += 1;
     }

@@ -496,6 +496,7 @@ fn rate_limit(mem: &Memory, now: Instant, current: i32, rules: &Rules, up: bool)
 }
 
 /// `convertDesiredReplicasWithBehaviorRate`.
+#[allow(clippy::too_many_arguments)]
 fn clamp_with_behaviors(
     mem: &Memory,
     now: Instant,

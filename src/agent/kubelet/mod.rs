@@ -133,9 +133,22 @@ impl Kubelet {
         let mut reference = pod.object_ref(&());
         reference.field_path = field.map(str::to_string);
         // The recorder folds events with the same (type, reason, action)
-        // into one series: the note's first word keeps "Liveness probe
-        // failed" and "Readiness probe failed" apart.
-        let action = note.split_whitespace().next().unwrap_or(reason).to_string();
+        // into one series: the note's first words keep "Liveness probe
+        // failed" and "Readiness probe failed", or "Error: ErrImagePull" and
+        // "Error: ImagePullBackOff", apart, while repeats with varying
+        // details (probe output) still fold.
+        let mut action = note
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if action.is_empty() {
+            action = reason.to_string();
+        }
+        // events.k8s.io limits `action` to 128 characters.
+        if let Some((i, _)) = action.char_indices().nth(128) {
+            action.truncate(i);
+        }
         let ev = Event {
             type_: if warning {
                 EventType::Warning

@@ -213,6 +213,7 @@ impl Kind {
 /// Runs one probe of a container instance until aborted; flips `state`
 /// and wakes the worker on every change. `warn` records an Unhealthy
 /// Event per failure, as the kubelet does.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_loop(
     kind: Kind,
     runtime: Runtime,

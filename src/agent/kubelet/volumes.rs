@@ -133,21 +133,17 @@ async fn setup_volume(
             )
         };
         match ty.as_str() {
-            "DirectoryOrCreate" => {
-                if md.is_err() {
-                    std::fs::create_dir_all(&p).map_err(|e| mount_err(&v.name, e))?;
-                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
-                }
+            "DirectoryOrCreate" if md.is_err() => {
+                std::fs::create_dir_all(&p).map_err(|e| mount_err(&v.name, e))?;
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
             }
             "Directory" if !md.as_ref().is_ok_and(|m| m.is_dir()) => return Err(fail("directory")),
-            "FileOrCreate" => {
-                if md.is_err() {
-                    if let Some(parent) = p.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    std::fs::write(&p, b"").map_err(|e| mount_err(&v.name, e))?;
-                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+            "FileOrCreate" if md.is_err() => {
+                if let Some(parent) = p.parent() {
+                    let _ = std::fs::create_dir_all(parent);
                 }
+                std::fs::write(&p, b"").map_err(|e| mount_err(&v.name, e))?;
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
             }
             "File" if !md.as_ref().is_ok_and(|m| m.is_file()) => return Err(fail("file")),
             "Socket" | "CharDevice" | "BlockDevice" => {

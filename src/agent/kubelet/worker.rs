@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::container::{self, StartError, cleanup_instance};
 use super::probe::{self, ProbeState};
-use super::status::{qos_class, remove_pod_cgroups};
+use super::status::{apply_pod_cgroup, qos_class, remove_pod_cgroups};
 use super::volumes::{self, PodVolumes};
 use super::{InstanceId, Kubelet, PodHandle};
 use crate::agent::network::{HostPort, Sandbox};
@@ -116,6 +116,8 @@ struct Worker {
     host_ports_set: bool,
     /// An extra sync soon (a failed pull turns into ImagePullBackOff).
     wake_soon: Option<Instant>,
+    /// Pod-level cgroup limits are written.
+    pod_cgroup_set: bool,
 }
 
 pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStatus>) {
@@ -134,6 +136,7 @@ pub async fn run(kl: Arc<Kubelet>, h: Arc<PodHandle>, adopted: Vec<ContainerStat
         mount_retry: None,
         host_ports_set: false,
         wake_soon: None,
+        pod_cgroup_set: false,
     };
     w.main(adopted).await;
 }
@@ -390,6 +393,14 @@ impl Worker {
                     }
                 }
             }
+        }
+        if !self.pod_cgroup_set {
+            // Best effort: a host that refuses a limit still runs the pod,
+            // the containers' own limits apply.
+            if let Err(e) = apply_pod_cgroup(pod) {
+                tracing::warn!(pod = %pod.name_any(), "pod cgroup limits: {e}");
+            }
+            self.pod_cgroup_set = true;
         }
         let n_init = spec.init_containers.as_ref().map_or(0, |v| v.len());
         // Init containers, strictly in order.

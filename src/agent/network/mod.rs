@@ -37,6 +37,9 @@ pub struct Sandbox {
     pub utsns: PathBuf,
     pub ipcns: PathBuf,
     pub ip: Ipv4Addr,
+    /// The bridge address, the pod's default route (kept for callers that
+    /// report or check it; nothing reads it yet).
+    #[allow(dead_code)]
     pub gateway: Ipv4Addr,
 }
 

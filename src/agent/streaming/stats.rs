@@ -66,11 +66,18 @@ pub struct Reading {
     pub available_bytes: Option<u64>,
 }
 
+/// A pod's reading and its containers'.
+pub struct PodReading {
+    pub pod: PodStatsRef,
+    pub total: Reading,
+    pub containers: Vec<(String, Reading)>,
+}
+
 /// Everything read at one instant.
 pub struct Snapshot {
     pub time: DateTime<Utc>,
     pub node: Option<Reading>,
-    pub pods: Vec<(PodStatsRef, Reading, Vec<(String, Reading)>)>,
+    pub pods: Vec<PodReading>,
 }
 
 impl Stats {
@@ -116,7 +123,11 @@ impl Stats {
                     Some((name.clone(), reading(format!("ctr/{id}"), cpu, mem)))
                 })
                 .collect();
-            out.push((p.clone(), pod, containers));
+            out.push(PodReading {
+                pod: p.clone(),
+                total: pod,
+                containers,
+            });
         }
         hist.retain(|k, _| seen.contains(k));
         Snapshot {
@@ -270,7 +281,7 @@ pub fn summary_json(s: &Snapshot, node_name: &str) -> Value {
     let pods: Vec<Value> = s
         .pods
         .iter()
-        .map(|(p, pod, containers)| {
+        .map(|PodReading { pod: p, total: pod, containers }| {
             let cs: Vec<Value> = containers
                 .iter()
                 .map(|(name, r)| {
@@ -322,10 +333,17 @@ pub fn resource_metrics_text(s: &Snapshot) -> String {
     let containers = |f: &dyn Fn(&Reading) -> f64| -> Vec<(String, f64)> {
         s.pods
             .iter()
-            .flat_map(|(p, _, cs)| {
-                cs.iter()
-                    .map(move |(c, r)| (format!("{{container=\"{c}\",{}}}", pod_label(p)), f(r)))
-            })
+            .flat_map(
+                |PodReading {
+                     pod: p,
+                     containers: cs,
+                     ..
+                 }| {
+                    cs.iter().map(move |(c, r)| {
+                        (format!("{{container=\"{c}\",{}}}", pod_label(p)), f(r))
+                    })
+                },
+            )
             .collect()
     };
     family(
@@ -346,7 +364,11 @@ pub fn resource_metrics_text(s: &Snapshot) -> String {
         "Cumulative cpu time consumed by the pod in core-seconds",
         s.pods
             .iter()
-            .map(|(p, r, _)| (format!("{{{}}}", pod_label(p)), secs(r.cpu_ns)))
+            .map(
+                |PodReading {
+                     pod: p, total: r, ..
+                 }| (format!("{{{}}}", pod_label(p)), secs(r.cpu_ns)),
+            )
             .collect(),
     );
     family(
@@ -355,7 +377,11 @@ pub fn resource_metrics_text(s: &Snapshot) -> String {
         "Current working set of the pod in bytes",
         s.pods
             .iter()
-            .map(|(p, r, _)| (format!("{{{}}}", pod_label(p)), r.working_set as f64))
+            .map(
+                |PodReading {
+                     pod: p, total: r, ..
+                 }| (format!("{{{}}}", pod_label(p)), r.working_set as f64),
+            )
             .collect(),
     );
     let _ = writeln!(
@@ -378,12 +404,12 @@ mod tests {
         assert_eq!(record(&mut h, t0 + Duration::from_millis(500), 2_000), None);
         assert_eq!(h.len(), 1);
         // 2 s later: the only older reading is used.
-        let (r, w) = record(&mut h, t0 + Duration::from_secs(2), 1_000_000_001).unwrap();
+        let (r, w) = record(&mut h, t0 + Duration::from_secs(2), 1_000_001_000).unwrap();
         assert_eq!(w, Duration::from_secs(2));
         assert_eq!(r, 500_000_000);
-        // 10 s: the newest reading at least 5 s old is t0.
+        // 10 s: the newest reading at least 5 s old is t0+2.
         let (r, w) = record(&mut h, t0 + Duration::from_secs(10), 5_000_001_000).unwrap();
-        assert_eq!((r, w), (500_000_000, Duration::from_secs(10)));
+        assert_eq!((r, w), (500_000_000, Duration::from_secs(8)));
         // 16 s: t0+10 is the newest reading ≥ 5 s old.
         let (r, w) = record(&mut h, t0 + Duration::from_secs(16), 11_000_001_000).unwrap();
         assert_eq!((r, w), (1_000_000_000, Duration::from_secs(6)));
