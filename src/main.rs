@@ -4,6 +4,7 @@ mod agent;
 mod api;
 mod cli;
 mod controllers;
+mod dns;
 mod pki;
 mod proxy;
 mod quantity;

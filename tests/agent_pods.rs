@@ -145,6 +145,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: hp}}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: web
     image: busybox:test
@@ -192,6 +193,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: hostnet}}
 spec:
+  terminationGracePeriodSeconds: 1
   hostNetwork: true
   containers:
   - name: web

@@ -138,7 +138,7 @@ fn in_client(s: &Server, script: &str) -> (bool, String) {
 }
 
 fn backends_seen(s: &Server, url: &str, n: usize) -> BTreeSet<String> {
-    let script = format!("for i in $(seq {n}); do wget -qO- -T 3 {url} || echo FAILED; done");
+    let script = format!("for i in $(seq {n}); do timeout 5 wget -qO- {url} || echo FAILED; done");
     let (_, out) = in_client(s, &script);
     out.lines().map(|l| l.trim().to_string()).collect()
 }
@@ -182,10 +182,15 @@ fn cluster_ips_node_ports_affinity_and_rejects() {
 
     // Pod → ClusterIP → both backends (pods on the same bridge).
     let mut seen = BTreeSet::new();
-    wait_for("both backends through the ClusterIP", 30, &s, || {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pods.is_subset(&seen) {
         seen.extend(backends_seen(&s, &format!("http://{web}"), 10));
-        pods.is_subset(&seen)
-    });
+        assert!(
+            Instant::now() < deadline,
+            "backends seen through {web}: {seen:?}, want {pods:?}\n{}",
+            proxy_table()
+        );
+    }
     assert!(!seen.contains("FAILED"), "{seen:?}");
 
     // Host → ClusterIP (masqueraded from the host's address).
@@ -197,7 +202,7 @@ fn cluster_ips_node_ports_affinity_and_rejects() {
     let gw = gateway(&s);
     let body = http_get(&format!("{gw}:30781")).expect("host to NodePort");
     assert!(pods.contains(&body), "{body:?}");
-    let (ok, out) = in_client(&s, &format!("wget -qO- -T 3 http://{gw}:30781"));
+    let (ok, out) = in_client(&s, &format!("timeout 5 wget -qO- http://{gw}:30781"));
     assert!(ok && pods.contains(out.trim()), "pod to NodePort: {out}");
 
     // No endpoints: refused at once, from the host and from a pod.
@@ -209,7 +214,7 @@ fn cluster_ips_node_ports_affinity_and_rejects() {
     );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let t = Instant::now();
-    let (ok, out) = in_client(&s, &format!("wget -qO- -T 10 http://{empty}"));
+    let (ok, out) = in_client(&s, &format!("timeout 10 wget -O- http://{empty}"));
     assert!(!ok && out.contains("refused"), "{out}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
@@ -236,4 +241,57 @@ fn cluster_ips_node_ports_affinity_and_rejects() {
         !proxy_table().contains("-default/web/tcp/http")
     });
     assert!(proxy_table().contains("-default/web-np/tcp/80"));
+}
+
+#[test]
+fn cluster_dns_resolves_services_pods_and_nxdomain() {
+    let s = Server::start_agent(&[]);
+    // The DNS address is reserved by a kube-dns Service, as in k3s.
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["get", "svc", "-n", "kube-system", "kube-dns"],
+            "{.spec.clusterIP}"
+        ),
+        "10.43.0.10"
+    );
+    start_apps(&s);
+    let pods = web_pods(&s);
+
+    // Short name through the pod's search path.
+    let (ok, out) = in_client(&s, "nslookup kubernetes.default");
+    assert!(ok && out.contains("10.43.0.1"), "{out}");
+    let web = cluster_ip(&s, "web");
+    let (ok, out) = in_client(&s, "nslookup web.default.svc.cluster.local 10.43.0.10");
+    assert!(ok && out.contains(&web), "{out}");
+    // Unknown names under the cluster domain: NXDOMAIN, answered at once.
+    let (ok, out) = in_client(&s, "nslookup nope.default.svc.cluster.local 10.43.0.10");
+    assert!(!ok && out.contains("NXDOMAIN"), "{out}");
+    // SRV for a named port.
+    let (ok, out) = in_client(
+        &s,
+        "nslookup -type=SRV _http._tcp.web.default.svc.cluster.local 10.43.0.10",
+    );
+    assert!(ok && out.contains("web.default.svc.cluster.local"), "{out}");
+    // Pod records.
+    let (ok, out) = in_client(
+        &s,
+        "nslookup 10-42-0-99.default.pod.cluster.local 10.43.0.10",
+    );
+    assert!(ok && out.contains("10.42.0.99"), "{out}");
+
+    // DNS + proxy: the service name reaches both backends.
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pods.is_subset(&seen) {
+        seen.extend(backends_seen(
+            &s,
+            "http://web.default.svc.cluster.local",
+            10,
+        ));
+        assert!(
+            Instant::now() < deadline,
+            "backends seen by name: {seen:?}, want {pods:?}"
+        );
+    }
 }

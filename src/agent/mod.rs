@@ -110,6 +110,9 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
     node::network_ready(&client, &cfg).await;
     let proxy_config = crate::proxy::ProxyConfig::from_agent(&cfg, &pod_cidr);
     tokio::spawn(crate::proxy::run(client.clone(), proxy_config));
+    if let Some(dns_config) = crate::dns::DnsConfig::from_agent(&cfg, &pod_cidr) {
+        tokio::spawn(crate::dns::run(client.clone(), dns_config));
+    }
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     tokio::spawn(image_gc(
         client.clone(),

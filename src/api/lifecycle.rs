@@ -75,6 +75,25 @@ pub async fn bootstrap(api: &Arc<Api>, port: u16) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("creating the kubernetes service: {}", e.message))?;
     }
+    // Reserves the cluster DNS address, as k3s's CoreDNS Service does; the
+    // agents serve it themselves (selectorless, so no endpoints).
+    if api
+        .cache
+        .get("/registry/core/services/kube-system/kube-dns")
+        .is_none()
+    {
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": "10.43.0.10", "type": "ClusterIP",
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                          {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+        });
+        handlers::create_object(api, &svc_info, Some("kube-system"), obj, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the kube-dns service: {}", e.message))?;
+    }
     Ok(())
 }
 

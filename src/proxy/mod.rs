@@ -70,7 +70,7 @@ impl ProxyConfig {
 
 /// Keeps a reflector store of `K` filled; wakes `notify` on every change
 /// once the initial list is complete.
-fn watch<K>(api: kube::Api<K>, notify: Arc<Notify>) -> Store<K>
+pub(crate) fn watch<K>(api: kube::Api<K>, notify: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -105,16 +105,23 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) {
         tracing::error!("service proxy: watches ended before their first list");
         return;
     }
-    let params = rules::Params {
+    let mut params = rules::Params {
         table: cfg.table.clone(),
         cluster_cidr: cfg.cluster_cidr,
         dns: cfg.dns,
+        existing_sets: BTreeSet::new(),
     };
-    // Objects a previous agent left; dropped once this sync no longer uses them.
+    // What the table holds: objects a previous agent left are dropped once
+    // a sync no longer uses them.
     let mut owned: BTreeSet<String> = existing_objects(&cfg.table).await;
     let mut stale: Vec<String>;
     let mut failures = 0u32;
     loop {
+        params.existing_sets = owned
+            .iter()
+            .filter(|n| n.starts_with("affinity-"))
+            .cloned()
+            .collect();
         let ports = model::service_ports(&services.state(), &slices.state(), &cfg.node_name);
         let built = rules::build(&params, &ports);
         match apply(built.nft).await {
@@ -128,6 +135,9 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) {
             Err(e) => {
                 failures += 1;
                 tracing::warn!("service proxy sync failed: {e:#}");
+                // Someone may have changed the table under us: start over
+                // from what it holds now.
+                owned = existing_objects(&cfg.table).await;
                 // Retry with backoff even without a new change.
                 let wait = Duration::from_millis(500 * u64::from(failures.min(20)));
                 tokio::time::sleep(wait).await;

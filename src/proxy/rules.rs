@@ -72,6 +72,8 @@ pub struct Params {
     pub cluster_cidr: (Ipv4Addr, u8),
     /// Cluster DNS: (service address, node-local server address), port 53.
     pub dns: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Affinity sets already in the table.
+    pub existing_sets: BTreeSet<String>,
 }
 
 /// A built sync: the transaction plus the per-service objects it keeps.
@@ -536,9 +538,13 @@ pub fn build(p: &Params, ports: &[ServicePort]) -> Built {
             );
             if let Some(timeout) = sp.affinity_timeout {
                 let set = affinity_set(sp, ep);
-                let def = tx.affinity(&set, timeout);
-                // Not flushed: that would forget the clients' affinity.
-                tx.b.add(NfListObject::Set(Box::new(def)));
+                // Added once, never flushed (that would forget the clients'
+                // affinity): nft adds flags of its own (dynamic), so a
+                // second `add` would differ and fail.
+                if !p.existing_sets.contains(&set) {
+                    let def = tx.affinity(&set, timeout);
+                    tx.b.add(NfListObject::Set(Box::new(def)));
+                }
                 tx.rule(
                     &ep_chain,
                     vec![Statement::Set(nftables::stmt::Set {

@@ -43,6 +43,7 @@ fn params() -> Params {
         table: "skiff-proxy".into(),
         cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
         dns: Some((Ipv4Addr::new(10, 43, 0, 10), Ipv4Addr::new(10, 42, 0, 1))),
+        existing_sets: Default::default(),
     }
 }
 
@@ -211,6 +212,11 @@ fn ruleset_affinity_uses_dynamic_sets() {
     assert_eq!(def["add"]["set"]["timeout"], 60);
     let text = serde_json::to_string(&rules_of(&doc, &rules::service_chain(&sp))).unwrap();
     assert!(text.contains(&format!("@{set}")), "{text}");
+    // An existing set is kept as it is (re-adding it would fail).
+    let mut p = params();
+    p.existing_sets.insert(set.clone());
+    let doc = rules::to_json(&rules::build(&p, std::slice::from_ref(&sp)).nft);
+    assert!(!doc.to_string().contains(r#""add":{"set""#));
     // Without endpoints nothing per-service is built.
     sp.endpoints.clear();
     let built = rules::build(&params(), &[sp]);

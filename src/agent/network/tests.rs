@@ -139,13 +139,14 @@ async fn network_two_pods_end_to_end() {
     ] {
         assert!(table.contains(needle), "{needle} missing from {table}");
     }
-    // Re-init (idempotent): still exactly one masquerade rule.
     let net = {
         drop(net);
         PodNetwork::init(cfg.clone()).await.unwrap()
     };
+    // Re-init (idempotent): still exactly the two masquerade rules (pod
+    // traffic leaving, loopback clients of hostPorts).
     let table = nft_table_json(&cfg.nft_table).unwrap();
-    assert_eq!(table.matches("\"masquerade\"").count(), 1, "{table}");
+    assert_eq!(table.matches("\"masquerade\"").count(), 2, "{table}");
 
     let cidr = Cidr::parse(&cfg.pod_cidr).unwrap();
     let a = net.setup("pod-a", "alpha").await.unwrap();
@@ -295,4 +296,53 @@ async fn network_rejects_bad_uid_and_missing_netns() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent/net"), "{err:#}");
+}
+
+#[tokio::test]
+async fn network_host_ports_dnat_to_the_pod_and_go_with_it() {
+    let fx = Fixture::new("10.42.241.0/24");
+    let cfg = fx.config.clone();
+    let net = PodNetwork::init(cfg.clone()).await.unwrap();
+    let a = net.setup("pod-hp", "hp").await.unwrap();
+    let a_ip = a.ip;
+    let listener = run_in_netns(&a.netns, move || TcpListener::bind((a_ip, 0)))
+        .await
+        .unwrap()
+        .unwrap();
+    let container_port = listener.local_addr().unwrap().port();
+    // A free host port: bound and released on the host.
+    let host_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hp = HostPort {
+        protocol: "TCP".into(),
+        host_ip: None,
+        host_port,
+        container_port,
+    };
+    net.set_host_ports("pod-hp", a.ip, std::slice::from_ref(&hp))
+        .await
+        .unwrap();
+    let localnet = format!("net.ipv4.conf.{}.route_localnet", cfg.bridge);
+    assert_eq!(sysctl::read(&localnet).unwrap().as_deref(), Some("1"));
+    let table = nft_table_json(&cfg.nft_table).unwrap();
+    assert!(table.contains("\"dnat\""), "{table}");
+
+    // From the host's loopback, through the output-chain DNAT.
+    let to: SocketAddr = (Ipv4Addr::LOCALHOST, host_port).into();
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+    s.write_all(b"hostport").unwrap();
+    assert_eq!(accept_and_read(&listener, 8), b"hostport");
+
+    // Re-init (an agent restart) keeps the mapping.
+    drop(net);
+    let net = PodNetwork::init(cfg.clone()).await.unwrap();
+    assert!(nft_table_json(&cfg.nft_table).unwrap().contains("\"dnat\""));
+
+    net.teardown("pod-hp").await.unwrap();
+    let table = nft_table_json(&cfg.nft_table).unwrap();
+    assert!(!table.contains("\"dnat\""), "{table}");
+    assert!(TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_err());
 }
