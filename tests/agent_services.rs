@@ -258,8 +258,9 @@ fn cluster_dns_resolves_services_pods_and_nxdomain() {
     start_apps(&s);
     let pods = web_pods(&s);
 
-    // Short name through the pod's search path.
-    let (ok, out) = in_client(&s, "nslookup kubernetes.default");
+    // (busybox's nslookup ignores the search path: names are given whole,
+    // so no query leaves for the node's upstream servers.)
+    let (ok, out) = in_client(&s, "nslookup kubernetes.default.svc.cluster.local");
     assert!(ok && out.contains("10.43.0.1"), "{out}");
     let web = cluster_ip(&s, "web");
     let (ok, out) = in_client(&s, "nslookup web.default.svc.cluster.local 10.43.0.10");
@@ -279,6 +280,11 @@ fn cluster_dns_resolves_services_pods_and_nxdomain() {
         "nslookup 10-42-0-99.default.pod.cluster.local 10.43.0.10",
     );
     assert!(ok && out.contains("10.42.0.99"), "{out}");
+
+    // The search path (libc resolver, ndots:5): the short name is tried
+    // as web.default.svc.cluster.local first and answered there.
+    let (ok, out) = in_client(&s, "timeout 5 wget -qO- http://web");
+    assert!(ok && pods.contains(out.trim()), "{out}");
 
     // DNS + proxy: the service name reaches both backends.
     let mut seen = BTreeSet::new();

@@ -811,3 +811,66 @@ spec:
     );
     assert_eq!(odd["status"]["disruptionsAllowed"], 0);
 }
+
+#[test]
+fn claims_bind_to_matching_volumes_and_release_them() {
+    let s = Server::start();
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: small}
+spec: {storageClassName: manual, capacity: {storage: 100Mi}, accessModes: [ReadWriteOnce], hostPath: {path: /tmp/skiff-pv-small}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: big}
+spec: {storageClassName: manual, capacity: {storage: 2Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /tmp/skiff-pv-big}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec: {storageClassName: manual, accessModes: [ReadWriteOnce], resources: {requests: {storage: 500Mi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: nothing-fits}
+spec: {storageClassName: manual, accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Gi}}}
+"#,
+    );
+    // The only volume large enough is chosen; both sides say Bound.
+    let pvc = wait_for(&s, "claim bound", 20, || {
+        get(&s, &["pvc", "data"]).filter(|v| v["status"]["phase"] == "Bound")
+    });
+    assert_eq!(pvc["spec"]["volumeName"], "big");
+    assert_eq!(pvc["status"]["capacity"]["storage"], "2Gi");
+    let pv = get(&s, &["pv", "big"]).unwrap();
+    assert_eq!(pv["status"]["phase"], "Bound");
+    assert_eq!(pv["spec"]["claimRef"]["name"], "data");
+    assert_eq!(
+        get(&s, &["pv", "small"]).unwrap()["status"]["phase"],
+        "Available"
+    );
+    // No volume fits: Pending, with an event saying why.
+    assert_eq!(
+        get(&s, &["pvc", "nothing-fits"]).unwrap()["status"]["phase"],
+        "Pending"
+    );
+    wait_for(&s, "FailedBinding event", 20, || {
+        let out = s.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=nothing-fits",
+            "-o",
+            "json",
+        ]);
+        out.contains("FailedBinding").then_some(())
+    });
+    // Deleting the claim releases a Retain volume.
+    s.kubectl_ok(&["delete", "pvc", "data"]);
+    wait_for(&s, "volume released", 20, || {
+        get(&s, &["pv", "big"]).filter(|v| v["status"]["phase"] == "Released")
+    });
+}

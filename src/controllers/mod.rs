@@ -14,6 +14,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod podgc;
+pub mod pvbinder;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod serviceaccount;
@@ -134,6 +135,7 @@ pub async fn run(client: Client, identity: String) {
                 disruption::run(client.clone()),
                 podgc::run(client.clone()),
                 nodeipam::run(client.clone()),
+                pvbinder::run(client.clone()),
                 hpa::run(client.clone()),
             );
         },

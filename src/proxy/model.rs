@@ -204,6 +204,6 @@ pub fn service_ports(
             });
         }
     }
-    out.sort_by(|a, b| a.id().cmp(&b.id()));
+    out.sort_by_key(ServicePort::id);
     out
 }
