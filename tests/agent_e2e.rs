@@ -723,7 +723,14 @@ spec:
 
 #[test]
 fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
-    let s = Server::start_agent(&[]);
+    // Serving on every interface with the bridge address advertised, pods
+    // reach the API server through the `kubernetes` Service (10.43.0.1).
+    let s = Server::start_agent(&[
+        "--bind-address",
+        "0.0.0.0",
+        "--advertise-address",
+        "10.42.0.1",
+    ]);
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: sa}\nspec:\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: nosa}\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n",
@@ -760,6 +767,34 @@ fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let eps = s.kubectl_ok(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+    ]);
+    assert_eq!(eps, format!("10.42.0.1:{}", s.port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = s.kubectl(&[
+            "exec",
+            "sa",
+            "--",
+            "sh",
+            "-c",
+            "nc -w 3 10.43.0.1 443 -e true && echo reachable",
+        ]);
+        if String::from_utf8_lossy(&out.stdout).contains("reachable") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "API server not reachable from the pod: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Opted out: no volume, nothing mounted.
     wait_pod(&s, "nosa", 60, "Ready", ready);
     let out = s.kubectl(&["exec", "nosa", "--", "ls", dir]);

@@ -186,6 +186,12 @@ async fn serve(args: ServerArgs) -> Result<()> {
         let c = api::local::client(api.clone(), "system:node:simulated", &["system:nodes"]);
         tokio::spawn(crate::sim::run(c, args.simulate_nodes));
     }
+    // Pods reach the API server through the `kubernetes` Service: publish
+    // the address they can connect to (upstream's endpoint reconciler).
+    if let Some(ip) = apiserver_endpoint(&args) {
+        let c = api::local::client(api.clone(), "system:apiserver", &["system:masters"]);
+        tokio::spawn(publish_apiserver_endpoint(c, ip, args.https_listen_port));
+    }
     if !args.disable_agent {
         let cfg = crate::agent::cli::config(
             &args.node,
@@ -219,6 +225,56 @@ async fn serve(args: ServerArgs) -> Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// The address pods use for the API server: `--advertise-address`, else the
+/// node's address when listening on all interfaces; none when only loopback
+/// is served (pods could not connect to it).
+fn apiserver_endpoint(args: &ServerArgs) -> Option<String> {
+    let ip = match &args.advertise_address {
+        Some(a) => a.clone(),
+        None if args.bind_address == "0.0.0.0" || args.bind_address == "::" => {
+            crate::agent::default_node_ip()
+        }
+        None => args.bind_address.clone(),
+    };
+    let parsed: IpAddr = ip.parse().ok()?;
+    (!parsed.is_loopback() && parsed.is_ipv4()).then_some(ip)
+}
+
+async fn publish_apiserver_endpoint(client: kube::Client, ip: String, port: u16) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    let pp = PatchParams::apply("kube-apiserver").force();
+    let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    let eps: kube::Api<Endpoints> = kube::Api::namespaced(client.clone(), "default");
+    let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(client, "default");
+    for _ in 0..50 {
+        let a = eps
+            .patch("kubernetes", &pp, &Patch::Apply(&endpoints))
+            .await;
+        let b = slices.patch("kubernetes", &pp, &Patch::Apply(&slice)).await;
+        match (a, b) {
+            (Ok(_), Ok(_)) => return,
+            (a, b) => tracing::debug!(
+                "publishing the API server endpoint: {:?} {:?}",
+                a.err(),
+                b.err()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -420,8 +420,15 @@ fn spawn(dir: &Path, port: u16, kubeconfig: &Path, extra_args: &[String]) -> Chi
         .arg(dir)
         .arg("--https-listen-port")
         .arg(port.to_string())
-        .arg("--bind-address")
-        .arg("127.0.0.1")
+        .args(
+            if extra_args.iter().any(|a| a == "--bind-address") {
+                None
+            } else {
+                Some(["--bind-address", "127.0.0.1"])
+            }
+            .into_iter()
+            .flatten(),
+        )
         .arg("--write-kubeconfig")
         .arg(kubeconfig)
         // Agent tests name their node; all others run the control plane only.
