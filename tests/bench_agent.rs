@@ -249,3 +249,63 @@ async fn bench_pod_start_latency_and_memory() {
     );
     println!("ratio skiff pod p50 / runc p50: {:.2}", p50 / r50);
 }
+
+/// Issue 4's real-node figure: a 100-replica Deployment from creation until
+/// `availableReplicas == 100`, then a rolling update (25%/25%) until complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly with --release"]
+async fn bench_100_replica_deployment_on_a_real_node() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let s = Server::start_agent(&[]);
+    let client = s.client().await;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench"},
+        "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "bench"}},
+            "template": {"metadata": {"labels": {"app": "bench"}},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "busybox:test",
+                    "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}}}
+    }))
+    .unwrap();
+    let wait = |gen_image: &'static str, t0: Instant| {
+        let api = api.clone();
+        async move {
+            let deadline = t0 + Duration::from_secs(300);
+            loop {
+                let d = api.get("bench").await.unwrap();
+                let (spec, st) = (
+                    d.spec.clone().unwrap(),
+                    d.status.clone().unwrap_or_default(),
+                );
+                let image = spec.template.spec.as_ref().unwrap().containers[0]
+                    .command
+                    .clone()
+                    .unwrap_or_default()
+                    .join(" ");
+                if image.contains(gen_image)
+                    && d.metadata.generation <= st.observed_generation
+                    && st.updated_replicas == Some(100)
+                    && st.replicas == Some(100)
+                    && st.available_replicas == Some(100)
+                {
+                    return t0.elapsed().as_secs_f64();
+                }
+                assert!(Instant::now() < deadline, "not available: {st:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let t0 = Instant::now();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    let up = wait("3600", t0).await;
+    println!("100-replica Deployment on one real node: all available after {up:.2} s");
+    let t1 = Instant::now();
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "command": ["sleep", "7200"]}]}}}});
+    api.patch("bench", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    let roll = wait("7200", t1).await;
+    println!("rolling update of it (25% surge / 25% unavailable): complete after {roll:.2} s");
+    api.delete("bench", &DeleteParams::default()).await.unwrap();
+}
