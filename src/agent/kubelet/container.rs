@@ -900,7 +900,14 @@ pub async fn start(
     };
     match kl.runtime.start(spec).await {
         Ok(status) => {
-            let _ = kl.images.mark_used(&image.name);
+            // The LRU stamp takes the store lock and two fsyncs: off the
+            // async threads, not awaited, and at most once a minute per image
+            // (GC needs no finer grain).
+            if crate::agent::images::now() - image.last_used >= 60 {
+                let store = kl.images.clone();
+                let name = image.name.clone();
+                tokio::task::spawn_blocking(move || store.mark_used(&name));
+            }
             Ok(Started { status, image })
         }
         Err(e) => {
