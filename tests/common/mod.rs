@@ -267,7 +267,10 @@ impl Server {
             .create(true)
             .truncate(false)
             .write(true)
-            .open("/tmp/skiff-agent-tests.lock")
+            .open(concat!(
+                env!("CARGO_TARGET_TMPDIR"),
+                "/skiff-agent-tests.lock"
+            ))
             .expect("lock file");
         // SAFETY: flock on an fd we own; released when the File is dropped.
         unsafe {
@@ -560,7 +563,10 @@ pub fn agent_test_lock() -> File {
         .create(true)
         .truncate(false)
         .write(true)
-        .open("/tmp/skiff-agent-tests.lock")
+        .open(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/skiff-agent-tests.lock"
+        ))
         .expect("lock file");
     // SAFETY: flock on an fd we own; released when the File is dropped.
     unsafe {
