@@ -104,6 +104,31 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
+/// Drops from a cached Pod what no controller reads (volumes, mounts,
+/// environment, commands, probes, hooks, managedFields): every pod store
+/// holds 10,000s of them, and the typed volume structs alone are kilobytes.
+/// Other kinds pass untouched.
+pub fn slim_cached<K: 'static>(obj: &mut K) {
+    let Some(pod) = (obj as &mut dyn std::any::Any).downcast_mut::<k8s_openapi::api::core::v1::Pod>() else {
+        return;
+    };
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            c.volume_mounts = None;
+            c.env = None;
+            c.env_from = None;
+            c.command = None;
+            c.args = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+        }
+    }
+}
+
 /// Records the cluster CA (PEM) for the root-CA publisher.
 pub fn set_ca_pem(pem: String) {
     let _ = CA_PEM.set(pem);

@@ -61,7 +61,9 @@ where
     F: FnMut(Change<K>),
 {
     let reader = writer.as_reader();
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(super::slim_cached::<K>);
     futures::pin_mut!(stream);
     let mut listed: Vec<(Option<Arc<K>>, Arc<K>)> = Vec::new();
     let mut seen: HashSet<ObjectRef<K>> = HashSet::new();

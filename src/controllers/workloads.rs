@@ -91,6 +91,7 @@ where
     let init_max = Arc::new(AtomicU64::new(0));
     let stream = watcher(api, config)
         .default_backoff()
+        .modify(super::slim_cached::<K>)
         .reflect(writer)
         .inspect_ok(move |ev| match ev {
             watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
