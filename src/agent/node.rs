@@ -331,7 +331,10 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
         }
         Err(e) => return Err(e).context("registering the Node"),
     }
-    post_status(client, cfg).await?;
+    // A transient failure here is retried by the heartbeat.
+    if let Err(e) = post_status(client, cfg).await {
+        tracing::warn!("{e:#}");
+    }
     Ok(api.get(&cfg.node_name).await?)
 }
 

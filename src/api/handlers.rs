@@ -1061,7 +1061,12 @@ async fn patch(
         let explicit = precondition.is_some();
         match write_update(api, t, current, patched, precondition, sub, dry).await {
             Ok((status, obj)) => return Ok(object_response(reg, t, ctx, status, &obj)),
-            Err(e) if e.reason == "Conflict" && !explicit && attempt < 7 => continue,
+            Err(e) if e.reason == "Conflict" && !explicit && attempt < 7 => {
+                // The store is ahead of the watch cache we read from: give
+                // the cache a moment to apply the winning write.
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt)).await;
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -1553,7 +1558,12 @@ async fn scale_write(
                     &scale_of(reg, &t.info, &obj),
                 ));
             }
-            Err(e) if e.reason == "Conflict" && !explicit && attempt < 7 => continue,
+            Err(e) if e.reason == "Conflict" && !explicit && attempt < 7 => {
+                // The store is ahead of the watch cache we read from: give
+                // the cache a moment to apply the winning write.
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt)).await;
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -109,13 +109,19 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 /// holds 10,000s of them, and the typed volume structs alone are kilobytes.
 /// Other kinds pass untouched.
 pub fn slim_cached<K: 'static>(obj: &mut K) {
-    let Some(pod) = (obj as &mut dyn std::any::Any).downcast_mut::<k8s_openapi::api::core::v1::Pod>() else {
+    let Some(pod) =
+        (obj as &mut dyn std::any::Any).downcast_mut::<k8s_openapi::api::core::v1::Pod>()
+    else {
         return;
     };
     pod.metadata.managed_fields = None;
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = None;
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
             c.volume_mounts = None;
             c.env = None;
             c.env_from = None;
