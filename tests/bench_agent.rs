@@ -63,6 +63,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set size: shared pages (the keeper is the same binary as
+/// the server) count once across the processes that share them.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn keeper_pid(dir: &std::path::Path) -> Option<u32> {
     let want = dir.display().to_string();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -119,6 +130,8 @@ async fn bench_pod_start_latency_and_memory() {
     let idle_server = rss_kib(s.pid());
     let idle_keeper = keeper_pid(s.dir.path()).map(rss_kib).unwrap_or(0);
     let idle_control_plane = rss_kib(baseline.pid());
+    let idle_pss = pss_kib(s.pid()) + keeper_pid(s.dir.path()).map(pss_kib).unwrap_or(0);
+    let idle_control_plane_pss = pss_kib(baseline.pid());
 
     // Warm-up: first pod (image store index, caches).
     api.create(&PostParams::default(), &pod("warm"))
@@ -183,6 +196,17 @@ async fn bench_pod_start_latency_and_memory() {
     let busy_server = rss_kib(s.pid());
     let busy_keeper = keeper_pid(s.dir.path()).map(rss_kib).unwrap_or(0);
     let busy_control_plane = rss_kib(baseline.pid());
+    let busy_pss = pss_kib(s.pid()) + keeper_pid(s.dir.path()).map(pss_kib).unwrap_or(0);
+    let busy_control_plane_pss = pss_kib(baseline.pid());
+    println!(
+        "PSS (shared pages split): server+agent+keeper idle {:.1} MiB vs control plane {:.1} MiB -> {:.1} MiB; with 30 pods {:.1} vs {:.1} -> {:.1} MiB",
+        idle_pss as f64 / 1024.0,
+        idle_control_plane_pss as f64 / 1024.0,
+        idle_pss.saturating_sub(idle_control_plane_pss) as f64 / 1024.0,
+        busy_pss as f64 / 1024.0,
+        busy_control_plane_pss as f64 / 1024.0,
+        busy_pss.saturating_sub(busy_control_plane_pss) as f64 / 1024.0
+    );
     println!(
         "memory idle: server+agent {:.1} MiB, keeper {:.1} MiB, control plane alone {:.1} MiB -> agent overhead {:.1} MiB",
         idle_server as f64 / 1024.0,
