@@ -8,50 +8,12 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{NODE, Server};
+use common::{NODE, Server, container_status, pod_ready, wait_pod};
 use serde_json::Value;
 
 fn get_pod(s: &Server, name: &str) -> Value {
     let out = s.kubectl_ok(&["get", "pod", name, "-o", "json"]);
     serde_json::from_str(&out).unwrap()
-}
-
-/// Polls the pod until `pred` holds; panics with the pod and the log tail.
-fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-        if out.status.success() {
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            if pred(&v) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}",
-                    v["status"],
-                    s.log_tail(60)
-                );
-            }
-        } else if Instant::now() > deadline {
-            panic!("pod {name}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ready(v: &Value) -> bool {
-    v["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-fn container_status<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
 }
 
 fn http_get(ip: &str, port: u16, path: &str) -> String {
@@ -164,7 +126,7 @@ fn pod_runs_serves_and_shows_its_env_and_volumes() {
     let hostdir = s.dir.path().join("hostpath-vol");
     let manifest = WEB.replace("HOSTDIR", &hostdir.display().to_string());
     s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest);
-    let pod = wait_pod(&s, "web", 60, "Ready", ready);
+    let pod = wait_pod(&s, "web", 60, "Ready", pod_ready);
 
     // Status as upstream reports it.
     let st = &pod["status"];
@@ -398,11 +360,11 @@ fn restarts_back_off_oom_probes_and_init_order() {
         container_status(v, "c")["state"]["running"].is_object()
     });
     let p = get_pod(&s, "probed");
-    assert!(!ready(&p));
+    assert!(!pod_ready(&p));
     s.kubectl_ok(&["exec", "probed", "--", "touch", "/tmp/ready"]);
-    wait_pod(&s, "probed", 20, "Ready", ready);
+    wait_pod(&s, "probed", 20, "Ready", pod_ready);
     s.kubectl_ok(&["exec", "probed", "--", "rm", "/tmp/ready"]);
-    wait_pod(&s, "probed", 20, "not Ready", |v| !ready(v));
+    wait_pod(&s, "probed", 20, "not Ready", |v| !pod_ready(v));
     // Liveness failure restarts the container.
     s.kubectl_ok(&["exec", "probed", "--", "rm", "/tmp/alive"]);
     let p = wait_pod(&s, "probed", 30, "a restart", |v| {
@@ -503,11 +465,11 @@ fn bad_input_shows_upstream_reasons_and_the_node_keeps_going() {
         "{events}"
     );
     // Everything else still runs.
-    wait_pod(&s, "fine", 60, "Ready", ready);
+    wait_pod(&s, "fine", 60, "Ready", pod_ready);
     assert_eq!(s.kubectl_ok(&["logs", "fine"]), "fine\n");
     // Creating the missing ConfigMap lets the stuck pods start.
     s.kubectl_ok(&["create", "configmap", "absent-too", "--from-literal=a=b"]);
-    wait_pod(&s, "novol", 60, "Ready", ready);
+    wait_pod(&s, "novol", 60, "Ready", pod_ready);
 }
 
 #[test]
@@ -526,13 +488,13 @@ spec:
     command: ["sh", "-c", "cat /proc/sys/kernel/random/uuid > /tmp/boot; echo booted; sleep 3600"]
 "#,
     );
-    let before = wait_pod(&s, "survivor", 60, "Ready", ready);
+    let before = wait_pod(&s, "survivor", 60, "Ready", pod_ready);
     let marker = s.kubectl_ok(&["exec", "survivor", "--", "cat", "/tmp/boot"]);
     s.restart_kill9();
     s.wait_node_ready();
     // Give the new agent time to (wrongly) restart anything.
     std::thread::sleep(Duration::from_secs(3));
-    let after = wait_pod(&s, "survivor", 30, "Ready", ready);
+    let after = wait_pod(&s, "survivor", 30, "Ready", pod_ready);
     let (b, a) = (
         container_status(&before, "c"),
         container_status(&after, "c"),
@@ -554,7 +516,7 @@ spec:
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: second}\nspec:\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n",
     );
-    let second = wait_pod(&s, "second", 60, "Ready", ready);
+    let second = wait_pod(&s, "second", 60, "Ready", pod_ready);
     assert_ne!(second["status"]["podIP"], after["status"]["podIP"]);
 }
 
@@ -578,7 +540,7 @@ spec:
     command: ["sh", "-c", "while read line; do echo got $line; done"]
 "#,
     );
-    wait_pod(&s, "streams", 60, "Ready", ready);
+    wait_pod(&s, "streams", 60, "Ready", pod_ready);
 
     // logs --tail and -f: new lines keep arriving.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -735,7 +697,7 @@ fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata: {name: sa}\nspec:\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: nosa}\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: c, image: busybox:test, command: [sleep, '3600']}]\n",
     );
-    let pod = wait_pod(&s, "sa", 60, "Ready", ready);
+    let pod = wait_pod(&s, "sa", 60, "Ready", pod_ready);
     let vols = pod["spec"]["volumes"].to_string();
     assert!(vols.contains("kube-api-access-"), "{vols}");
     let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -796,7 +758,7 @@ fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Opted out: no volume, nothing mounted.
-    wait_pod(&s, "nosa", 60, "Ready", ready);
+    wait_pod(&s, "nosa", 60, "Ready", pod_ready);
     let out = s.kubectl(&["exec", "nosa", "--", "ls", dir]);
     assert!(!out.status.success());
 }

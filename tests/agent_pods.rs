@@ -11,46 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, pick_free_port};
+use common::{Server, container_status, pick_free_port, pod_ready, wait_pod};
 use serde_json::Value;
-
-/// Polls the pod until `pred` holds; panics with the pod and the log tail.
-fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
-        if out.status.success() {
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            if pred(&v) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}",
-                    v["status"],
-                    s.log_tail(60)
-                );
-            }
-        } else if Instant::now() > deadline {
-            panic!("pod {name}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ready(v: &Value) -> bool {
-    v["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-fn container_status<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
 
 fn waiting_reason(v: &Value, name: &str) -> String {
     container_status(v, name)["state"]["waiting"]["reason"]
@@ -154,7 +116,7 @@ spec:
 "#
         ),
     );
-    let pod = wait_pod(&s, "hp", 60, "Ready", ready);
+    let pod = wait_pod(&s, "hp", 60, "Ready", pod_ready);
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("10.42."), "{ip}");
     let table = nft_table();
@@ -202,7 +164,7 @@ spec:
 "#
         ),
     );
-    let pod = wait_pod(&s, "hostnet", 60, "Ready", ready);
+    let pod = wait_pod(&s, "hostnet", 60, "Ready", pod_ready);
     assert_eq!(pod["status"]["podIP"], "127.0.0.1");
     assert_eq!(pod["status"]["podIPs"][0]["ip"], "127.0.0.1");
     let body = http_get_eventually("127.0.0.1", port, "/index.html", 20);
@@ -256,7 +218,7 @@ spec:
             dir = hostdir.display()
         ),
     );
-    wait_pod(&s, "graceful", 60, "Ready", ready);
+    wait_pod(&s, "graceful", 60, "Ready", pod_ready);
     // Both traps are installed before the files appear.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(hostdir.join("trap-ready").exists() && hostdir.join("stubborn-ready").exists()) {
@@ -367,7 +329,7 @@ fn security_context_is_enforced() {
     let s = Server::start_agent(&[]);
     s.kubectl_stdin_ok(&["apply", "-f", "-"], SECURITY);
     for p in ["ids", "readonly", "caps", "privileged", "sysctls"] {
-        wait_pod(&s, p, 60, "Ready", ready);
+        wait_pod(&s, p, 60, "Ready", pod_ready);
     }
 
     // runAsUser / runAsGroup / fsGroup / supplementalGroups.
@@ -776,7 +738,7 @@ spec:
 "#
         ),
     );
-    let pod = wait_pod(&s, "private", 60, "Ready", ready);
+    let pod = wait_pod(&s, "private", 60, "Ready", pod_ready);
     assert!(
         container_status(&pod, "c")["imageID"]
             .as_str()
@@ -793,7 +755,7 @@ spec:
         ev.contains(&format!("Successfully pulled image \"{image}\"")),
         "no Pulled event:\n{ev}"
     );
-    wait_pod(&s, "mirrored", 60, "Ready", ready);
+    wait_pod(&s, "mirrored", 60, "Ready", pod_ready);
     assert_eq!(
         exec_ok(&s, "mirrored", "cat /www/index.html"),
         "hello from skiff\n"
@@ -935,7 +897,7 @@ spec:
     let unlimited_mem = |v: &str| v == "max" || v.parse::<u64>().unwrap() > (1 << 60);
     let uid = |p: &Value| p["metadata"]["uid"].as_str().unwrap().to_string();
 
-    let pod = wait_pod(&s, "guaranteed", 60, "Ready", ready);
+    let pod = wait_pod(&s, "guaranteed", 60, "Ready", pod_ready);
     assert_eq!(pod["status"]["qosClass"], "Guaranteed");
     let path = format!("/kubepods/pod{}", uid(&pod));
     if v2 {
@@ -952,7 +914,7 @@ spec:
     }
 
     // The init container's larger limits win over the containers' sum.
-    let pod = wait_pod(&s, "burstable", 60, "Ready", ready);
+    let pod = wait_pod(&s, "burstable", 60, "Ready", pod_ready);
     assert_eq!(pod["status"]["qosClass"], "Burstable");
     let path = format!("/kubepods/burstable/pod{}", uid(&pod));
     if v2 {
@@ -970,7 +932,7 @@ spec:
     }
 
     // A container without limits: the pod has none either.
-    let pod = wait_pod(&s, "partial", 60, "Ready", ready);
+    let pod = wait_pod(&s, "partial", 60, "Ready", pod_ready);
     let path = format!("/kubepods/burstable/pod{}", uid(&pod));
     if v2 {
         assert_eq!(cgroup_file("", &path, "memory.max"), "max");

@@ -59,30 +59,38 @@ pub fn default_node_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// First non-loopback IPv4 address of this host.
-pub fn default_node_ip() -> String {
+/// Non-loopback IPv4 addresses of this host, in interface order.
+pub fn host_ipv4s() -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
     // SAFETY: getifaddrs fills a linked list we free with freeifaddrs.
     unsafe {
         let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
         if libc::getifaddrs(&mut ifap) != 0 {
-            return "127.0.0.1".into();
+            return out;
         }
         let mut cur = ifap;
-        let mut found = None;
         while !cur.is_null() {
             let addr = (*cur).ifa_addr;
             if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
                 let sin = addr as *const libc::sockaddr_in;
                 let ip = std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr));
-                if !ip.is_loopback() && found.is_none() {
-                    found = Some(ip.to_string());
+                if !ip.is_loopback() {
+                    out.push(ip);
                 }
             }
             cur = (*cur).ifa_next;
         }
         libc::freeifaddrs(ifap);
-        found.unwrap_or_else(|| "127.0.0.1".into())
     }
+    out
+}
+
+/// First non-loopback IPv4 address of this host.
+pub fn default_node_ip() -> String {
+    host_ipv4s()
+        .first()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "127.0.0.1".into())
 }
 
 /// Runs the agent until the process ends.
@@ -120,7 +128,10 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         store.clone(),
     ));
     let kubelet = kubelet::Kubelet::new(client, cfg.clone(), store, runtime.clone(), network);
-    let (cert, key) = serving_cert(&cfg)?;
+    // Self-signed, as the kubelet's default: the API server does not verify
+    // it (upstream's default too); the agent verifies the API server's client cert.
+    let ips: Vec<std::net::IpAddr> = cfg.node_ip.parse().into_iter().collect();
+    let (cert, key) = streaming::kubelet_serving_cert(&cfg.node_name, &ips)?;
     let streaming = streaming::Config {
         bind: format!("0.0.0.0:{}", cfg.streaming_port).parse()?,
         client_ca_pem: cfg.ca_pem.clone(),
@@ -170,16 +181,4 @@ async fn image_gc(client: kube::Client, node: String, store: images::ImageStore)
             _ => {}
         }
     }
-}
-
-/// The streaming endpoint's certificate: self-signed, as the kubelet's
-/// default; the API server does not verify it (upstream's default too),
-/// while the agent verifies the API server's client certificate.
-fn serving_cert(cfg: &AgentConfig) -> Result<(String, String)> {
-    let mut names = vec![cfg.node_name.clone(), "localhost".to_string()];
-    names.push(cfg.node_ip.clone());
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let params = rcgen::CertificateParams::new(names)?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }

@@ -30,19 +30,10 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 /// The API server's credentials towards agents.
-// Built by the server wiring (`kubelet_client_config`); kept for it.
-#[allow(dead_code)]
 pub struct KubeletClientConfig {
-    pub cert_pem: String,
-    pub key_pem: String,
-    /// When set, agents' serving certificates must chain to this CA;
-    /// otherwise they are not verified (upstream's default: agents present
-    /// self-signed certificates).
-    pub ca_pem: Option<String>,
     tls: Arc<rustls::ClientConfig>,
 }
 
-#[allow(dead_code)]
 impl KubeletClientConfig {
     pub fn new(cert_pem: String, key_pem: String, ca_pem: Option<String>) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -69,12 +60,7 @@ impl KubeletClientConfig {
         let mut tls = builder.with_client_auth_cert(certs, key)?;
         // Upgrades need HTTP/1.1.
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(KubeletClientConfig {
-            cert_pem,
-            key_pem,
-            ca_pem,
-            tls: Arc::new(tls),
-        })
+        Ok(KubeletClientConfig { tls: Arc::new(tls) })
     }
 
     /// A TLS connection to an agent.
@@ -94,8 +80,9 @@ impl KubeletClientConfig {
 }
 
 /// A kubelet-client certificate signed by the cluster CA: CN
-/// `kube-apiserver-kubelet-client`, O `system:masters`.
-#[allow(dead_code)]
+/// `kube-apiserver-kubelet-client`, O `system:masters` (the streaming tests' identity;
+/// the server presents its admin certificate).
+#[cfg(test)]
 pub fn kubelet_client_config(ca_pem: &str, ca_key_pem: &str) -> Result<KubeletClientConfig> {
     let key = rcgen::KeyPair::from_pem(ca_key_pem).context("parsing CA key")?;
     let issuer = rcgen::Issuer::from_ca_cert_pem(ca_pem, &key).context("loading CA certificate")?;
@@ -110,7 +97,6 @@ pub fn kubelet_client_config(ca_pem: &str, ca_key_pem: &str) -> Result<KubeletCl
 /// Accepts any server certificate (signatures in the handshake are still
 /// checked, so the peer holds the key of the certificate it shows).
 #[derive(Debug)]
-#[allow(dead_code)]
 struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyServerCert {

@@ -20,31 +20,6 @@ pub fn run(args: ServerArgs) -> Result<()> {
     rt.block_on(serve(args))
 }
 
-fn local_ips() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    // SAFETY: getifaddrs fills a linked list we free with freeifaddrs.
-    unsafe {
-        let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return out;
-        }
-        let mut cur = ifap;
-        while !cur.is_null() {
-            let addr = (*cur).ifa_addr;
-            if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
-                let sin = addr as *const libc::sockaddr_in;
-                let ip = std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr));
-                if !ip.is_loopback() {
-                    out.push(IpAddr::V4(ip));
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(ifap);
-    }
-    out
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -78,7 +53,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
     if let Some(a) = &args.advertise_address {
         sans.push(a.clone());
     }
-    sans.extend(local_ips().iter().map(|i| i.to_string()));
+    sans.extend(crate::agent::host_ipv4s().iter().map(|i| i.to_string()));
     sans.extend(args.tls_san.iter().cloned());
     let mut seen = std::collections::HashSet::new();
     sans.retain(|s| seen.insert(s.clone()));

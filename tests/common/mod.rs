@@ -579,3 +579,53 @@ pub fn agent_test_lock() -> File {
 pub fn pick_free_port() -> u16 {
     free_port()
 }
+
+/// Polls the pod until `pred` holds; panics with the pod's status and the
+/// server log tail.
+#[allow(dead_code)]
+pub fn wait_pod(
+    s: &Server,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = s.kubectl(&["get", "pod", name, "-o", "json"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pod {name}: timed out waiting for {what}: {:#}\n--- log ---\n{}",
+                    v["status"],
+                    s.log_tail(60)
+                );
+            }
+        } else if Instant::now() > deadline {
+            panic!("pod {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pod's Ready condition is True.
+#[allow(dead_code)]
+pub fn pod_ready(v: &serde_json::Value) -> bool {
+    v["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// The named container's status in a pod's JSON (Null when absent).
+#[allow(dead_code)]
+pub fn container_status<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}

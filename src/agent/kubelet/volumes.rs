@@ -37,16 +37,8 @@ pub fn pod_dir(cfg: &AgentConfig, uid: &str) -> PathBuf {
 /// Unmounts whatever is mounted below the pod dir and removes it.
 pub fn cleanup_pod(cfg: &AgentConfig, uid: &str) {
     let dir = pod_dir(cfg, uid);
-    let prefix = dir.display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut targets: Vec<String> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(String::from))
-        .filter(|t| t.starts_with(&prefix))
-        .collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    for t in targets {
-        let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    if let Err(e) = crate::agent::cli::unmount_below(&dir) {
+        tracing::warn!(uid, "{e:#}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

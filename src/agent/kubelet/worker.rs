@@ -541,7 +541,7 @@ impl Worker {
             c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
         }
         if let Some(old) = c.current.take() {
-            let mut t = terminated_json(&old, &self.kl.cfg, self.vols.as_ref(), &c.name, c.attempt);
+            let mut t = terminated_json(&old, self.vols.as_ref(), &c.name, c.attempt);
             if let Some(m) = c.start_error.take() {
                 t["terminated"]["reason"] = json!("StartError");
                 t["terminated"]["message"] = json!(m);
@@ -1018,8 +1018,7 @@ impl Worker {
                     json!({"running": {"startedAt": to_secs(&cur.started_at)}})
                 }
                 Some(cur) => {
-                    let mut t =
-                        terminated_json(cur, &self.kl.cfg, self.vols.as_ref(), &c.name, c.attempt);
+                    let mut t = terminated_json(cur, self.vols.as_ref(), &c.name, c.attempt);
                     if let Some(m) = &c.start_error {
                         t["terminated"]["reason"] = json!("StartError");
                         t["terminated"]["message"] = json!(m);
@@ -1304,7 +1303,6 @@ fn image_id(img: &crate::agent::images::ImageRecord) -> String {
 
 fn terminated_json(
     cur: &ContainerStatus,
-    cfg: &crate::agent::AgentConfig,
     vols: Option<&PodVolumes>,
     name: &str,
     attempt: u32,
@@ -1348,7 +1346,6 @@ fn terminated_json(
             t["message"] = json!(String::from_utf8_lossy(msg));
         }
     }
-    let _ = cfg;
     json!({"terminated": t})
 }
 

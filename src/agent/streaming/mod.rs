@@ -223,8 +223,6 @@ fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor> {
 
 /// A self-signed serving certificate for the agent's endpoint (the API
 /// server does not verify it, as upstream's default). Returns (cert, key) PEM.
-// Called by the agent's wiring.
-#[allow(dead_code)]
 pub fn kubelet_serving_cert(node_name: &str, ips: &[IpAddr]) -> Result<(String, String)> {
     use rcgen::{
         CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,

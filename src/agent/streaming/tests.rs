@@ -824,8 +824,12 @@ async fn port_forward_with_go_spdystream() {
     let port = echo_server().await;
     let cert = env.dir.path().join("client.crt");
     let key = env.dir.path().join("client.key");
-    std::fs::write(&cert, &env.kubelet.cert_pem).unwrap();
-    std::fs::write(&key, &env.kubelet.key_pem).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&env.ca_key_pem).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&env.ca_pem, &ca_key).unwrap();
+    let (cert_pem, key_pem) =
+        crate::pki::client_cert(&issuer, super::KUBELET_CLIENT_CN, &["system:masters"]).unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
     let out = tokio::process::Command::new(bin)
         .arg(env.addr.to_string())
         .arg(&cert)
