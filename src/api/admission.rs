@@ -71,7 +71,7 @@ fn limit_ranges(
     let mut set: Vec<String> = Vec::new();
     for lr in &ranges {
         let items = lr
-            .value
+            .value()
             .pointer("/spec/limits")
             .and_then(Value::as_array)
             .cloned()
@@ -314,7 +314,7 @@ fn usage(api: &Api, ns: &str, hard: &Map<String, Value>) -> Map<String, Value> {
             .cache
             .list(&format!("{}{ns}/", info.storage_prefix()), None);
         for o in items {
-            for (k, v) in usage_of(info, &o.value) {
+            for (k, v) in usage_of(info, &o.value()) {
                 *totals.entry(k).or_default() += v;
             }
         }
@@ -365,10 +365,11 @@ fn quotas(api: &Api, info: &ResourceInfo, ns: &str, name: &str, obj: &Value) -> 
     }
     let delta = usage_of(info, obj);
     for q in &quotas {
-        let Some(hard) = q.value.pointer("/spec/hard").and_then(Value::as_object) else {
+        let qv = q.value();
+        let Some(hard) = qv.pointer("/spec/hard").and_then(Value::as_object) else {
             continue;
         };
-        let qname = meta_str(&q.value, "name").unwrap_or("");
+        let qname = q.name().unwrap_or("");
         let relevant: Vec<&(String, i64)> =
             delta.iter().filter(|(k, _)| hard.contains_key(k)).collect();
         if relevant.is_empty() {
@@ -449,25 +450,25 @@ pub async fn refresh_quotas(api: &Api, namespaces: Option<&std::collections::Has
     let (quotas, _) = api.cache.list("/registry/core/resourcequotas/", None);
     for q in quotas {
         if let Some(nss) = namespaces
-            && !meta_str(&q.value, "namespace").is_some_and(|n| nss.contains(n))
+            && !q.namespace().is_some_and(|n| nss.contains(n))
         {
             continue;
         }
         let Some(hard) = q
-            .value
+            .value()
             .pointer("/spec/hard")
             .and_then(Value::as_object)
             .cloned()
         else {
             continue;
         };
-        let ns = meta_str(&q.value, "namespace").unwrap_or("").to_string();
+        let ns = q.namespace().unwrap_or("").to_string();
         let used = usage(api, &ns, &hard);
         let status = json!({"hard": hard, "used": used});
-        if q.value.get("status") == Some(&status) {
+        let mut new = q.value();
+        if new.get("status") == Some(&status) {
             continue;
         }
-        let mut new = q.value.clone();
         new["status"] = status;
         if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");

@@ -7,18 +7,110 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 
 use crate::store::{Backend, Event, EventKind, Revision, StoreError};
 
-/// An object as served: parsed, and serialized with its resourceVersion set.
+/// An object as served: serialized with its resourceVersion set, plus the
+/// few attributes selectors, the garbage collector and the views read
+/// without parsing. The parsed form is not kept: at 10,000s of objects a
+/// `serde_json::Value` costs several times the bytes it came from.
 #[derive(Debug)]
 pub struct Obj {
     pub key: String,
-    pub value: Value,
     pub bytes: Bytes,
     pub mod_revision: Revision,
+    pub meta: Meta,
+}
+
+/// What is read from an object often enough to keep it parsed.
+#[derive(Debug, Default)]
+pub struct Meta {
+    pub api_version: Box<str>,
+    pub kind: Box<str>,
+    pub name: Box<str>,
+    pub namespace: Option<Box<str>>,
+    pub uid: Box<str>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    pub finalizers: Vec<Box<str>>,
+    /// The `uid`s of `metadata.ownerReferences`.
+    pub owner_uids: Vec<Box<str>>,
+    pub labels: Option<Map<String, Value>>,
+    /// The kind's selectable fields beyond name and namespace
+    /// (`spec.nodeName`, `status.phase`, ...), formatted as upstream.
+    fields: Vec<(&'static str, Box<str>)>,
+}
+
+impl Obj {
+    /// The object parsed (a fresh copy the caller may change).
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    /// `metadata.name`, when set.
+    pub fn name(&self) -> Option<&str> {
+        (!self.meta.name.is_empty()).then_some(&*self.meta.name)
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.meta.namespace.as_deref()
+    }
+
+    /// `metadata.uid`, when set.
+    pub fn uid(&self) -> Option<&str> {
+        (!self.meta.uid.is_empty()).then_some(&*self.meta.uid)
+    }
+
+    /// A selectable field's value as a field selector compares it.
+    pub fn field(&self, field: &str) -> &str {
+        match field {
+            "metadata.name" => &self.meta.name,
+            "metadata.namespace" => self.meta.namespace.as_deref().unwrap_or(""),
+            f => self
+                .meta
+                .fields
+                .iter()
+                .find(|(k, _)| *k == f)
+                .map(|(_, v)| &**v)
+                .unwrap_or(""),
+        }
+    }
+}
+
+impl Meta {
+    fn of(value: &Value) -> Meta {
+        let s = |v: Option<&Value>| -> Box<str> { v.and_then(Value::as_str).unwrap_or("").into() };
+        let strs = |v: Option<&Value>| -> Vec<Box<str>> {
+            v.and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(Box::from).collect())
+                .unwrap_or_default()
+        };
+        let meta = value.get("metadata");
+        let field = |k: &str| meta.and_then(|m| m.get(k));
+        let kind = s(value.get("kind"));
+        Meta {
+            api_version: s(value.get("apiVersion")),
+            name: s(field("name")),
+            namespace: field("namespace").and_then(Value::as_str).map(Box::from),
+            uid: s(field("uid")),
+            deleting: field("deletionTimestamp").is_some_and(|v| !v.is_null()),
+            finalizers: strs(field("finalizers")),
+            owner_uids: field("ownerReferences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                        .map(Box::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            labels: field("labels").and_then(Value::as_object).cloned(),
+            fields: super::selector::selectable_fields(&kind, value),
+            kind,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -52,7 +144,12 @@ const HISTORY_LIMIT: usize = 5_000;
 
 /// Parses stored bytes and stamps the revision as resourceVersion.
 pub fn materialize(key: &str, raw: &[u8], mod_revision: Revision) -> Obj {
-    let mut value: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    let value: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    materialize_value(key, value, mod_revision)
+}
+
+/// [`materialize`] for an object the caller already holds parsed.
+pub fn materialize_value(key: &str, mut value: Value, mod_revision: Revision) -> Obj {
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(
             "resourceVersion".into(),
@@ -62,7 +159,7 @@ pub fn materialize(key: &str, raw: &[u8], mod_revision: Revision) -> Obj {
     let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
     Obj {
         key: key.to_string(),
-        value,
+        meta: Meta::of(&value),
         bytes,
         mod_revision,
     }

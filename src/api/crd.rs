@@ -18,10 +18,10 @@ pub fn rebuild(api: &Api) {
     let mut reg = Registry::new(super::openapi::resources_builtin());
     let old_gen = api.registry().generation;
     for crd in &crds {
-        if crd.value.pointer("/metadata/deletionTimestamp").is_some() {
+        if crd.meta.deleting {
             continue;
         }
-        add_crd(&mut reg, &crd.value);
+        add_crd(&mut reg, &crd.value());
     }
     reg.generation = old_gen + 1;
     api.set_registry(reg);
@@ -161,7 +161,7 @@ pub async fn run(api: Arc<Api>) {
                         establish(&api, o).await;
                     } else if let Some(p) = &ev.prev {
                         // CRD gone: its objects go too.
-                        delete_instances(&api, &p.value).await;
+                        delete_instances(&api, &p.value()).await;
                     }
                 }
             }
@@ -187,7 +187,7 @@ async fn establish_all(api: &Arc<Api>) {
 }
 
 async fn establish(api: &Arc<Api>, crd: &Arc<Obj>) {
-    let v = &crd.value;
+    let v = &crd.value();
     if v.pointer("/metadata/deletionTimestamp").is_some() {
         // Remove the customresourcecleanup finalizer after deleting instances.
         delete_instances(api, v).await;

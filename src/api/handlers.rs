@@ -85,19 +85,17 @@ pub fn view(info: &ResourceInfo, obj: &Obj) -> bytes::Bytes {
         return bytes::Bytes::from(serde_json::to_vec(&view_value(info, obj)).unwrap_or_default());
     }
     let gv = info.gv();
-    if obj.value.get("apiVersion").and_then(Value::as_str) == Some(gv.as_str())
-        && obj.value.get("kind").and_then(Value::as_str) == Some(info.kind.as_str())
-    {
+    if *obj.meta.api_version == *gv.as_str() && *obj.meta.kind == *info.kind.as_str() {
         return obj.bytes.clone();
     }
-    let mut v = obj.value.clone();
+    let mut v = obj.value();
     v["apiVersion"] = json!(gv);
     v["kind"] = json!(info.kind);
     bytes::Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
 pub fn view_value(info: &ResourceInfo, obj: &Obj) -> Value {
-    let mut v = super::convert::from_storage(info, obj.value.clone());
+    let mut v = super::convert::from_storage(info, obj.value());
     if v.is_object() {
         v["apiVersion"] = json!(info.gv());
         v["kind"] = json!(info.kind);
@@ -134,7 +132,7 @@ fn object_response(
             )
         }
         Shape::PartialMetadata => {
-            let v = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.value.get("metadata")});
+            let v = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.value().get("metadata")});
             bytes_response(
                 status,
                 "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
@@ -184,7 +182,6 @@ fn get(api: &Api, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Response<B
 
 /// Parsed `labelSelector` and `fieldSelector` of a list or watch.
 pub struct Filter {
-    pub kind: String,
     pub labels: Option<selector::LabelSelector>,
     pub fields: Option<selector::FieldSelector>,
 }
@@ -209,22 +206,18 @@ impl Filter {
             }
             None => None,
         };
-        Ok(Filter {
-            kind: info.kind.clone(),
-            labels,
-            fields,
-        })
+        Ok(Filter { labels, fields })
     }
 
-    pub fn matches(&self, v: &Value) -> bool {
-        if let Some(l) = &self.labels {
-            let labels = v.pointer("/metadata/labels").and_then(Value::as_object);
-            if !l.matches(labels) {
-                return false;
-            }
+    /// Whether a cached object is selected, from its extracted attributes.
+    pub fn matches_obj(&self, o: &Obj) -> bool {
+        if let Some(l) = &self.labels
+            && !l.matches(o.meta.labels.as_ref())
+        {
+            return false;
         }
         if let Some(f) = &self.fields
-            && !f.matches_kind(&self.kind, v)
+            && !f.matches_fields(|name| o.field(name))
         {
             return false;
         }
@@ -264,7 +257,7 @@ fn list(api: &Api, reg: &Registry, t: &Target, ctx: &Ctx) -> ApiResult<Response<
     let mut next: Option<String> = None;
     let mut remaining: i64 = 0;
     for o in all {
-        if !filter.matches(&o.value) {
+        if !filter.matches_obj(&o) {
             continue;
         }
         if limit > 0 && items.len() >= limit {
@@ -534,11 +527,9 @@ pub fn namespace_check(api: &Api, ns: &str) -> ApiResult<()> {
     let key = format!("/registry/core/namespaces/{ns}");
     match api.cache.get(&key) {
         None => Err(ApiError::not_found("", "namespaces", ns)),
-        Some(n) if n.value.pointer("/metadata/deletionTimestamp").is_some() => {
-            Err(ApiError::forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
-            )))
-        }
+        Some(n) if n.meta.deleting => Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        ))),
         Some(_) => Ok(()),
     }
 }
@@ -644,7 +635,7 @@ pub async fn create_object(
             .registry()
             .find("", "v1", "serviceaccounts")
             .and_then(|sa_info| api.cache.get(&objects::key_for(&sa_info, namespace, &sa)))
-            .is_some_and(|o| o.value.get("automountServiceAccountToken") == Some(&json!(false)));
+            .is_some_and(|o| o.value().get("automountServiceAccountToken") == Some(&json!(false)));
         objects::mount_service_account_token(&mut v, account_opts_out);
     }
     let schema = crd_schema(api, info);
@@ -797,7 +788,7 @@ pub async fn write_update(
     {
         return Err(ApiError::conflict(&info.group, &info.resource, &name));
     }
-    let old = &current.value;
+    let old = &current.value();
     let has_status = info.subresource("status").is_some();
     match sub {
         Some("status") => {
@@ -1188,11 +1179,7 @@ async fn delete(
     let name = t.name.clone().unwrap_or_default();
     let (status, obj, deleted) = delete_object(api, t, &opts_to_internal(&opts), dry).await?;
     if deleted {
-        let uid = obj
-            .value
-            .pointer("/metadata/uid")
-            .cloned()
-            .unwrap_or(json!(""));
+        let uid = json!(obj.uid().unwrap_or(""));
         let v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "details": {"name": name, "group": t.info.group, "kind": t.info.resource, "uid": uid},
@@ -1240,7 +1227,7 @@ pub async fn delete_object(
             .cache
             .get(&t.key())
             .ok_or_else(|| ApiError::not_found(&info.group, &info.resource, &name))?;
-        let v = &current.value;
+        let v = &current.value();
         if let Some(uid) = &opts.uid
             && v.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
         {
@@ -1399,9 +1386,9 @@ async fn delete_collection(
     let dry = dry_run(ctx)?;
     let (items, _) = api.cache.list(&t.prefix(), None);
     let mut out = Vec::new();
-    for o in items.iter().filter(|o| filter.matches(&o.value)) {
-        let name = meta_str(&o.value, "name").unwrap_or("").to_string();
-        let ns = meta_str(&o.value, "namespace").map(str::to_string);
+    for o in items.iter().filter(|o| filter.matches_obj(o)) {
+        let name = o.name().unwrap_or("").to_string();
+        let ns = o.namespace().map(str::to_string);
         let target = Target {
             info: t.info.clone(),
             namespace: ns,
@@ -1450,7 +1437,7 @@ fn jsonpath_pointer(p: &str) -> String {
 
 fn scale_of(reg: &Registry, info: &ResourceInfo, obj: &Obj) -> Value {
     let (sp, st, sel) = scale_paths(reg, info);
-    let v = &obj.value;
+    let v = &obj.value();
     let replicas = v
         .pointer(&jsonpath_pointer(&sp))
         .cloned()
@@ -1546,7 +1533,7 @@ async fn scale_write(
             ));
         }
         let (sp, _, _) = scale_paths(reg, &t.info);
-        let mut new = current.value.clone();
+        let mut new = current.value();
         let ptr = jsonpath_pointer(&sp);
         set_pointer(&mut new, &ptr, replicas);
         let explicit = precondition.is_some();
@@ -1703,7 +1690,7 @@ async fn bind(api: &Api, t: &Target, binding: &Value, dry: bool) -> ApiResult<Re
             .cache
             .get(&t.key())
             .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
-        let v = &current.value;
+        let v = &current.value();
         if v.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::new(
                 409,
@@ -1771,15 +1758,9 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
         .get(&t.key())
         .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
     let ns = t.namespace.clone().unwrap_or_default();
-    let labels = pod
-        .value
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object);
-    let terminal = matches!(
-        pod.value.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    );
-    if !terminal && pod.value.pointer("/metadata/deletionTimestamp").is_none() {
+    let labels = pod.meta.labels.as_ref();
+    let terminal = matches!(pod.field("status.phase"), "Succeeded" | "Failed");
+    if !terminal && !pod.meta.deleting {
         let (pdbs, _) = api.cache.list(
             &format!("/registry/policy/poddisruptionbudgets/{ns}/"),
             None,
@@ -1791,9 +1772,9 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
                 let Some(pdb) = api.cache.get(&listed.key) else {
                     break;
                 };
-                let pdb = &pdb;
+                let pdb_obj = &pdb;
+                let pdb = &pdb.value();
                 let sel = pdb
-                    .value
                     .pointer("/spec/selector")
                     .cloned()
                     .unwrap_or(Value::Null);
@@ -1803,14 +1784,12 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
                 if !ls.matches(labels) {
                     break;
                 }
-                let pdb_name = meta_str(&pdb.value, "name").unwrap_or("").to_string();
+                let pdb_name = pdb_obj.name().unwrap_or("").to_string();
                 let observed = pdb
-                    .value
                     .pointer("/status/observedGeneration")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 let generation = pdb
-                    .value
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
                     .unwrap_or(1);
@@ -1820,18 +1799,15 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
                     )));
                 }
                 let allowed = pdb
-                    .value
                     .pointer("/status/disruptionsAllowed")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 if allowed <= 0 {
                     let need = pdb
-                        .value
                         .pointer("/status/desiredHealthy")
                         .and_then(Value::as_i64)
                         .unwrap_or(0);
                     let have = pdb
-                        .value
                         .pointer("/status/currentHealthy")
                         .and_then(Value::as_i64)
                         .unwrap_or(0);
@@ -1849,7 +1825,7 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
                     name: Some(pdb_name.clone()),
                     subresource: Some("status".into()),
                 };
-                let mut new = pdb.value.clone();
+                let mut new = pdb.clone();
                 new["status"]["disruptionsAllowed"] = json!(allowed - 1);
                 let mut disrupted = new
                     .pointer("/status/disruptedPods")
@@ -1860,9 +1836,9 @@ async fn evict(api: &Api, reg: &Registry, t: &Target, ctx: &mut Ctx) -> ApiResul
                 match write_update(
                     api,
                     &pt,
-                    pdb.clone(),
+                    pdb_obj.clone(),
                     new,
-                    Some(pdb.mod_revision.to_string()),
+                    Some(pdb_obj.mod_revision.to_string()),
                     Some("status"),
                     false,
                 )
@@ -1915,11 +1891,7 @@ async fn token_request(api: &Api, t: &Target, ctx: &mut Ctx) -> ApiResult<Respon
         .cache
         .get(&t.key())
         .ok_or_else(|| ApiError::not_found("", "serviceaccounts", &name))?;
-    let sa_uid = sa
-        .value
-        .pointer("/metadata/uid")
-        .cloned()
-        .unwrap_or(json!(""));
+    let sa_uid = json!(sa.uid().unwrap_or(""));
     let spec = req.get("spec").cloned().unwrap_or(json!({}));
     let expiration = spec
         .get("expirationSeconds")
@@ -1969,11 +1941,7 @@ async fn token_request(api: &Api, t: &Target, ctx: &mut Ctx) -> ApiResult<Respon
             .cache
             .get(&format!("/registry/core/{resource}/{ns}/{bname}"))
             .ok_or_else(|| ApiError::not_found("", resource, bname))?;
-        let uid = obj
-            .value
-            .pointer("/metadata/uid")
-            .cloned()
-            .unwrap_or(json!(""));
+        let uid = json!(obj.uid().unwrap_or(""));
         k8s[if kind == "Pod" { "pod" } else { "secret" }] = json!({"name": bname, "uid": uid});
     }
     let claims = json!({

@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::handlers::{self, DeleteOpts};
-use super::objects::meta_str;
 use super::{Api, Target};
 
 fn target(
@@ -33,7 +32,7 @@ pub async fn bootstrap(api: &Arc<Api>, port: u16) -> anyhow::Result<()> {
     // Mark allocated service IPs so new allocations avoid them.
     let (svcs, _) = api.cache.list("/registry/core/services/", None);
     for s in &svcs {
-        if let Some(ip) = s.value.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        if let Some(ip) = s.value().pointer("/spec/clusterIP").and_then(Value::as_str) {
             api.service_ip.mark(ip);
         }
     }
@@ -162,23 +161,23 @@ fn namespaced_resources(api: &Api) -> Vec<Arc<super::registry::ResourceInfo>> {
 async fn finalize_namespaces(api: &Arc<Api>) {
     let (nss, _) = api.cache.list("/registry/core/namespaces/", None);
     for ns in nss {
-        if ns.value.pointer("/metadata/deletionTimestamp").is_none() {
+        if !ns.meta.deleting {
             continue;
         }
-        let name = meta_str(&ns.value, "name").unwrap_or("").to_string();
+        let name = ns.name().unwrap_or("").to_string();
         let mut remaining = 0;
         for info in namespaced_resources(api) {
             let prefix = format!("{}{}/", info.storage_prefix(), name);
             let (items, _) = api.cache.list(&prefix, None);
             for o in items {
                 remaining += 1;
-                if o.value.pointer("/metadata/deletionTimestamp").is_some() {
+                if o.meta.deleting {
                     continue;
                 }
                 let t = Target {
                     info: info.clone(),
                     namespace: Some(name.clone()),
-                    name: meta_str(&o.value, "name").map(str::to_string),
+                    name: o.name().map(str::to_string),
                     subresource: None,
                 };
                 let opts = DeleteOpts {
@@ -197,7 +196,7 @@ async fn finalize_namespaces(api: &Arc<Api>) {
         let Some(t) = target(api, "", "v1", "namespaces", None, &name) else {
             continue;
         };
-        let mut new = ns.value.clone();
+        let mut new = ns.value();
         new["spec"]["finalizers"] = json!([]);
         let _ = handlers::write_update(
             api,
@@ -213,13 +212,12 @@ async fn finalize_namespaces(api: &Arc<Api>) {
         )
         .await;
         if let Some(cur) = api.cache.get(&t.key()) {
-            let spec_f = cur
-                .value
+            let cur_v = cur.value();
+            let spec_f = cur_v
                 .pointer("/spec/finalizers")
                 .and_then(Value::as_array)
                 .is_none_or(|f| f.is_empty());
-            let meta_f = cur
-                .value
+            let meta_f = cur_v
                 .pointer("/metadata/finalizers")
                 .and_then(Value::as_array)
                 .is_none_or(|f| f.is_empty());
@@ -259,55 +257,38 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
         (Arc<super::registry::ResourceInfo>, Arc<super::cache::Obj>),
     > = all
         .iter()
-        .filter_map(|(i, o)| {
-            o.value
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .map(|u| (u.to_string(), (i.clone(), o.clone())))
-        })
+        .filter_map(|(i, o)| o.uid().map(|u| (u.to_string(), (i.clone(), o.clone()))))
         .collect();
-    let finalizers = |o: &Value| -> Vec<String> {
-        o.pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let finalizers = |o: &super::cache::Obj| -> Vec<String> {
+        o.meta.finalizers.iter().map(|f| f.to_string()).collect()
     };
     // Owners waiting on dependents.
     let mut blocking: std::collections::HashSet<String> = Default::default();
     for (info, o) in &all {
-        let refs = o
-            .value
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let refs = &o.meta.owner_uids;
         if refs.is_empty() {
             continue;
         }
         let mut orphan_from = Vec::new();
         let mut delete_me = false;
         let mut all_owners_gone = true;
-        for r in &refs {
-            let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
+        for uid in refs {
+            let uid: &str = uid;
             match live_uids.get(uid) {
                 None => delete_me = true,
                 Some((_, owner)) => {
                     all_owners_gone = false;
-                    let f = finalizers(&owner.value);
-                    let deleting = owner.value.pointer("/metadata/deletionTimestamp").is_some();
+                    let f = finalizers(owner);
+                    let deleting = owner.meta.deleting;
                     if deleting && f.iter().any(|x| x == "orphan") {
                         orphan_from.push(uid.to_string());
                     } else if deleting && f.iter().any(|x| x == "foregroundDeletion") {
                         blocking.insert(uid.to_string());
-                        if o.value.pointer("/metadata/deletionTimestamp").is_none() {
+                        if !o.meta.deleting {
                             let t = Target {
                                 info: info.clone(),
-                                namespace: meta_str(&o.value, "namespace").map(str::to_string),
-                                name: meta_str(&o.value, "name").map(str::to_string),
+                                namespace: o.namespace().map(str::to_string),
+                                name: o.name().map(str::to_string),
                                 subresource: None,
                             };
                             let opts = DeleteOpts {
@@ -324,12 +305,12 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
         }
         let t = Target {
             info: info.clone(),
-            namespace: meta_str(&o.value, "namespace").map(str::to_string),
-            name: meta_str(&o.value, "name").map(str::to_string),
+            namespace: o.namespace().map(str::to_string),
+            name: o.name().map(str::to_string),
             subresource: None,
         };
         if !orphan_from.is_empty() {
-            let mut new = o.value.clone();
+            let mut new = o.value();
             if let Some(a) = new
                 .pointer_mut("/metadata/ownerReferences")
                 .and_then(Value::as_array_mut)
@@ -352,10 +333,7 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
                 handlers::write_update(api, &t, o.clone(), new, None, None, false).await,
                 o,
             );
-        } else if delete_me
-            && all_owners_gone
-            && o.value.pointer("/metadata/deletionTimestamp").is_none()
-        {
+        } else if delete_me && all_owners_gone && !o.meta.deleting {
             let opts = DeleteOpts {
                 grace: None,
                 propagation: Some("Background".into()),
@@ -367,24 +345,14 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
     }
     // Release owners whose orphaning or foreground work is done.
     for (info, o) in &all {
-        if o.value.pointer("/metadata/deletionTimestamp").is_none() {
+        if !o.meta.deleting {
             continue;
         }
-        let f = finalizers(&o.value);
-        let uid = o
-            .value
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let has_dependents = all.iter().any(|(_, d)| {
-            d.value
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|rs| {
-                    rs.iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-                })
-        });
+        let f = finalizers(o);
+        let uid = o.uid().unwrap_or("");
+        let has_dependents = all
+            .iter()
+            .any(|(_, d)| d.meta.owner_uids.iter().any(|r| **r == *uid));
         let mut new_f = f.clone();
         if f.iter().any(|x| x == "orphan") && !has_dependents {
             new_f.retain(|x| x != "orphan");
@@ -396,11 +364,11 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
         if new_f != f {
             let t = Target {
                 info: info.clone(),
-                namespace: meta_str(&o.value, "namespace").map(str::to_string),
-                name: meta_str(&o.value, "name").map(str::to_string),
+                namespace: o.namespace().map(str::to_string),
+                name: o.name().map(str::to_string),
                 subresource: None,
             };
-            let mut new = o.value.clone();
+            let mut new = o.value();
             if new_f.is_empty() {
                 if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("finalizers");
@@ -441,11 +409,7 @@ fn note(
     work: &mut bool,
     touched: &mut Option<std::collections::HashSet<String>>,
 ) {
-    *work |= ev.obj.is_none()
-        || ev
-            .obj
-            .as_ref()
-            .is_some_and(|o| o.value.pointer("/metadata/deletionTimestamp").is_some());
+    *work |= ev.obj.is_none() || ev.obj.as_ref().is_some_and(|o| o.meta.deleting);
     if let (Some(t), Some(ns)) = (touched.as_mut(), key_namespace(&ev.key)) {
         t.insert(ns.to_string());
     }

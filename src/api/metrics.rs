@@ -176,9 +176,9 @@ pub async fn handle(
             .list(key.as_deref().unwrap_or("/registry/core/nodes/"), None);
         objs.iter()
             .filter(|o| key.as_ref().is_none_or(|k| &o.key == k))
-            .filter(|o| labels.matches(labels_of(&o.value)))
-            .filter(|o| fields.matches_kind("Node", &o.value))
-            .filter_map(|o| node_metrics(&o.value, &snap, &now))
+            .filter(|o| labels.matches(o.meta.labels.as_ref()))
+            .filter(|o| fields.matches_fields(|f| o.field(f)))
+            .filter_map(|o| node_metrics(&o.value(), &snap, &now))
             .collect()
     } else {
         let prefix = match namespace {
@@ -189,9 +189,9 @@ pub async fn handle(
         let (objs, _) = api.cache.list(key.as_deref().unwrap_or(&prefix), None);
         objs.iter()
             .filter(|o| key.as_ref().is_none_or(|k| &o.key == k))
-            .filter(|o| labels.matches(labels_of(&o.value)))
-            .filter(|o| fields.matches_kind("Pod", &o.value))
-            .filter_map(|o| pod_metrics(&o.value, &snap, &now))
+            .filter(|o| labels.matches(o.meta.labels.as_ref()))
+            .filter(|o| fields.matches_fields(|f| o.field(f)))
+            .filter_map(|o| pod_metrics(&o.value(), &snap, &now))
             .collect()
     };
     let kind = if resource == "nodes" {
@@ -228,10 +228,6 @@ fn wants_table(accept: &str) -> bool {
         .split(',')
         .next()
         .is_some_and(|first| first.contains("as=Table"))
-}
-
-fn labels_of(v: &Value) -> Option<&serde_json::Map<String, Value>> {
-    v.pointer("/metadata/labels").and_then(Value::as_object)
 }
 
 fn metadata(obj: &Value, now: &str) -> Value {
@@ -356,8 +352,8 @@ fn scrape_targets(api: &Api) -> Vec<(String, SocketAddr)> {
     nodes
         .iter()
         .filter(|n| {
+            let n = n.value();
             let ready = n
-                .value
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .is_some_and(|cs| {
@@ -365,14 +361,13 @@ fn scrape_targets(api: &Api) -> Vec<(String, SocketAddr)> {
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
                 });
             let port = n
-                .value
                 .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
             ready && port > 0
         })
         .filter_map(|n| {
-            let name = n.value.pointer("/metadata/name")?.as_str()?.to_string();
+            let name = n.name()?.to_string();
             let addr = super::proxy::node_address(api, &name).ok()?;
             Some((name, addr))
         })

@@ -205,7 +205,7 @@ impl Api {
         let live = self
             .cache
             .get(&format!("/registry/core/serviceaccounts/{ns}/{sa}"))?;
-        if live.value.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+        if live.uid() != Some(uid) {
             return None;
         }
         if let Some(pod) = k.get("pod") {
@@ -213,7 +213,7 @@ impl Api {
             let p = self
                 .cache
                 .get(&format!("/registry/core/pods/{ns}/{name}"))?;
-            if p.value.pointer("/metadata/uid") != pod.get("uid") {
+            if p.uid() != pod.get("uid").and_then(Value::as_str) {
                 return None;
             }
         }

@@ -218,8 +218,8 @@ pub(crate) fn node_address(api: &Api, node: &str) -> ApiResult<SocketAddr> {
         .cache
         .get(&format!("/registry/core/nodes/{node}"))
         .ok_or_else(|| ApiError::not_found("", "nodes", node))?;
+    let obj = obj.value();
     let addrs = obj
-        .value
         .pointer("/status/addresses")
         .and_then(Value::as_array)
         .cloned()
@@ -241,7 +241,6 @@ pub(crate) fn node_address(api: &Api, node: &str) -> ApiResult<SocketAddr> {
             ))
         })?;
     let port = obj
-        .value
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .filter(|p| *p > 0 && *p <= u64::from(u16::MAX))
@@ -271,7 +270,7 @@ where
         .cache
         .get(&t.key())
         .ok_or_else(|| ApiError::not_found("", "pods", &name))?;
-    let pod = &pod.value;
+    let pod = &pod.value();
     let path_and_query = match kubelet_path(pod, &ns, &name, sub, &q)? {
         Some(p) => p,
         // Upstream answers an unscheduled pod's log with nothing.

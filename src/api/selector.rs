@@ -937,55 +937,78 @@ impl FieldSelector {
         })
     }
 
+    /// Whether `lookup` (a field's value as upstream formats it) satisfies
+    /// every term; for objects whose fields were extracted beforehand.
+    pub fn matches_fields<'a>(&self, lookup: impl Fn(&str) -> &'a str) -> bool {
+        self.terms
+            .iter()
+            .all(|t| (lookup(&t.field) == t.value) != t.negated)
+    }
+
     /// Whether kube-apiserver accepts `field` in a field selector for `kind`.
     pub fn supported(kind: &str, field: &str) -> bool {
-        if matches!(field, "metadata.name" | "metadata.namespace") {
-            return true;
-        }
-        let extra: &[&str] = match kind {
-            "Pod" => &[
-                "spec.nodeName",
-                "spec.restartPolicy",
-                "spec.schedulerName",
-                "spec.serviceAccountName",
-                "spec.hostNetwork",
-                "status.phase",
-                "status.podIP",
-                "status.podIPs",
-                "status.nominatedNodeName",
-            ],
-            "Event" => &[
-                "involvedObject.kind",
-                "involvedObject.namespace",
-                "involvedObject.name",
-                "involvedObject.uid",
-                "involvedObject.apiVersion",
-                "involvedObject.resourceVersion",
-                "involvedObject.fieldPath",
-                "reason",
-                "reportingComponent",
-                "source",
-                "type",
-                // events.k8s.io/v1 spellings of the same fields.
-                "regarding.kind",
-                "regarding.namespace",
-                "regarding.name",
-                "regarding.uid",
-                "regarding.apiVersion",
-                "regarding.resourceVersion",
-                "regarding.fieldPath",
-                "reportingController",
-            ],
-            "Node" => &["spec.unschedulable"],
-            "Namespace" => &["status.phase"],
-            "Secret" => &["type"],
-            "ReplicaSet" | "ReplicationController" => &["status.replicas"],
-            "Job" => &["status.successful"],
-            "CertificateSigningRequest" => &["spec.signerName"],
-            "ResourceSlice" => &["spec.nodeName", "spec.driver"],
-            _ => &[],
-        };
-        extra.contains(&field)
+        matches!(field, "metadata.name" | "metadata.namespace")
+            || extra_fields(kind).contains(&field)
+    }
+}
+
+/// The values of `kind`'s selectable fields beyond name and namespace, as
+/// field selectors compare them; empty values are left out.
+pub fn selectable_fields(kind: &str, obj: &Value) -> Vec<(&'static str, Box<str>)> {
+    extra_fields(kind)
+        .iter()
+        .filter_map(|f| {
+            let v = field_value(kind, obj, f);
+            (!v.is_empty()).then(|| (*f, v.into_boxed_str()))
+        })
+        .collect()
+}
+
+/// The fields kube-apiserver selects on for `kind`, beyond `metadata.name`
+/// and `metadata.namespace`.
+fn extra_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+            // events.k8s.io/v1 spellings of the same fields.
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reportingController",
+        ],
+        "Node" => &["spec.unschedulable"],
+        "Namespace" => &["status.phase"],
+        "Secret" => &["type"],
+        "ReplicaSet" | "ReplicationController" => &["status.replicas"],
+        "Job" => &["status.successful"],
+        "CertificateSigningRequest" => &["spec.signerName"],
+        "ResourceSlice" => &["spec.nodeName", "spec.driver"],
+        _ => &[],
     }
 }
 

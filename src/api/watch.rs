@@ -97,10 +97,10 @@ impl Watcher {
         }
         let info = self.target.info.clone();
         let view = |o: &Arc<Obj>| view_value(&info, o);
-        let prev_match = ev.prev.as_ref().map(|p| self.filter.matches(&p.value));
+        let prev_match = ev.prev.as_ref().map(|p| self.filter.matches_obj(p));
         match &ev.obj {
             Some(o) => {
-                let now = self.filter.matches(&o.value);
+                let now = self.filter.matches_obj(o);
                 match (prev_match, now) {
                     (Some(true), true) => self.send_obj("MODIFIED", o).await,
                     (Some(true), false) => self.send_obj("DELETED", o).await,
@@ -187,7 +187,7 @@ pub async fn watch(
             }
         };
         for o in &initial_items {
-            if w.filter.matches(&o.value) && !w.send_obj("ADDED", o).await {
+            if w.filter.matches_obj(o) && !w.send_obj("ADDED", o).await {
                 return;
             }
         }
