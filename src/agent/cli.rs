@@ -55,6 +55,7 @@ pub fn run_agent(args: AgentArgs) -> Result<()> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (client, ca_pem) = connect(&args).await?;
         write_pid(&args.data_dir);
+        tokio::spawn(crate::server::return_free_memory());
         let cfg = config(
             &args.node,
             &args.data_dir,

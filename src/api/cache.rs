@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::store::{Backend, Event, EventKind, Revision, StoreError};
 
@@ -134,8 +134,10 @@ struct Inner {
 pub struct Cache {
     backend: Arc<dyn Backend>,
     inner: RwLock<Inner>,
+    /// The newest revision applied; watchers wait on it and then read the
+    /// events they have not seen from `history`, so no event is buffered
+    /// per watcher and a slow watcher cannot lag out of a channel.
     applied: watch::Sender<Revision>,
-    events: broadcast::Sender<Arc<CacheEvent>>,
 }
 
 /// Memory bound for the in-memory event window; older events are read from
@@ -183,7 +185,6 @@ impl Cache {
             "store loaded"
         );
         let (applied, _) = watch::channel(snap.revision);
-        let (events, _) = broadcast::channel(65_536);
         let cache = Arc::new(Cache {
             backend,
             inner: RwLock::new(Inner {
@@ -193,7 +194,6 @@ impl Cache {
                 history_from: snap.revision,
             }),
             applied,
-            events,
         });
         let c = cache.clone();
         tokio::spawn(async move {
@@ -239,9 +239,6 @@ impl Cache {
             inner.history_from = old.revision;
         }
         inner.revision = rev;
-        // Send while holding the lock so a watcher that subscribed under the
-        // lock sees every later event exactly once.
-        let _ = self.events.send(ce);
         drop(inner);
         self.applied.send_replace(rev);
     }
@@ -293,27 +290,34 @@ impl Cache {
         (items, inner.revision)
     }
 
-    /// Events after `from` (exclusive) followed by a live subscription, with
-    /// no gap and no duplicate. `Err(Compacted)` when `from` is too old.
-    pub async fn watch_from(
-        &self,
-        from: Revision,
-    ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), StoreError> {
-        {
-            let inner = self.inner.read().unwrap();
-            if from >= inner.history_from {
-                let past = inner
-                    .history
-                    .iter()
-                    .filter(|e| e.revision > from)
-                    .cloned()
-                    .collect();
-                return Ok((past, self.events.subscribe()));
-            }
+    /// A subscription to every event after `from` (exclusive), in order,
+    /// with no gap and no duplicate. `Err(Compacted)` when `from` is older
+    /// than the store's history.
+    pub async fn watch_from(self: &Arc<Self>, from: Revision) -> Result<Subscription, StoreError> {
+        let mut sub = Subscription {
+            cache: self.clone(),
+            applied: self.applied.subscribe(),
+            last: from,
+            pending: VecDeque::new(),
+        };
+        sub.fill().await?;
+        Ok(sub)
+    }
+
+    /// The in-memory events after `from`, or None when `from` is older
+    /// than the window.
+    fn events_after(&self, from: Revision) -> Option<Vec<Arc<CacheEvent>>> {
+        let inner = self.inner.read().unwrap();
+        if from < inner.history_from {
+            return None;
         }
-        // Older than the in-memory window: read the store's history, then
-        // join the live stream, dropping overlap by revision.
-        let rx = self.events.subscribe();
+        let start = inner.history.partition_point(|e| e.revision <= from);
+        Some(inner.history.range(start..).cloned().collect())
+    }
+
+    /// Events after `from` read from the store's history (a watcher
+    /// resuming from before the in-memory window).
+    async fn replay(&self, from: Revision) -> Result<Vec<Arc<CacheEvent>>, StoreError> {
         let evs = self.backend.history(from).await?;
         let mut prevs: std::collections::HashMap<String, Arc<Obj>> = Default::default();
         let mut out = Vec::with_capacity(evs.len());
@@ -343,6 +347,104 @@ impl Cache {
                 prev,
             }));
         }
-        Ok((out, rx))
+        Ok(out)
+    }
+}
+
+/// A watch on the cache: [`Subscription::recv`] yields each event once, in
+/// revision order, reading from the cache's history (or, after falling
+/// behind it, from the store's).
+pub struct Subscription {
+    cache: Arc<Cache>,
+    applied: watch::Receiver<Revision>,
+    last: Revision,
+    pending: VecDeque<Arc<CacheEvent>>,
+}
+
+impl Subscription {
+    /// Queues the events after `last` that are available now.
+    async fn fill(&mut self) -> Result<(), StoreError> {
+        self.applied.borrow_and_update();
+        let evs = match self.cache.events_after(self.last) {
+            Some(evs) => evs,
+            None => self.cache.replay(self.last).await?,
+        };
+        for ev in evs {
+            if ev.revision > self.last {
+                self.last = ev.revision;
+                self.pending.push_back(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next event, waiting for one. `Err(Compacted)` when the events
+    /// this subscription still needs were compacted away; `Err(Closed)`
+    /// when the cache stopped.
+    pub async fn recv(&mut self) -> Result<Arc<CacheEvent>, StoreError> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(ev);
+            }
+            if self.applied.changed().await.is_err() {
+                return Err(StoreError::Backend("cache closed".into()));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next event if one is available without waiting.
+    pub async fn try_recv(&mut self) -> Result<Option<Arc<CacheEvent>>, StoreError> {
+        if self.pending.is_empty() {
+            self.fill().await?;
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Op;
+
+    /// A watcher that reads nothing while more events happen than the
+    /// in-memory window holds still gets every event once, in order (the
+    /// older ones from the store's history).
+    #[tokio::test]
+    async fn slow_subscription_catches_up_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::store::sqlite::open(&dir.path().join("db")).unwrap());
+        let cache = Cache::open(backend.clone()).await.unwrap();
+        let mut sub = cache.watch_from(cache.revision()).await.unwrap();
+        let n = HISTORY_LIMIT + 500;
+        let mut last = 0;
+        for i in 0..n {
+            let value = format!(r#"{{"kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}"#);
+            let ev = backend
+                .write(Op::Create {
+                    key: format!("/registry/core/configmaps/default/c{i}"),
+                    value: Bytes::from(value),
+                })
+                .await
+                .unwrap();
+            last = ev.kv.mod_revision;
+        }
+        cache.wait_for(last).await;
+        assert!(cache.events_after(0).is_none(), "window should have moved");
+        let mut seen = 0;
+        let mut prev = 0;
+        while seen < n {
+            let ev = sub.recv().await.unwrap();
+            assert!(ev.revision > prev);
+            prev = ev.revision;
+            assert_eq!(
+                ev.obj.as_ref().unwrap().name(),
+                Some(format!("c{seen}").as_str())
+            );
+            seen += 1;
+        }
+        assert_eq!(prev, last);
+        assert!(sub.try_recv().await.unwrap().is_none());
     }
 }

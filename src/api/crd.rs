@@ -149,7 +149,7 @@ fn add_crd(reg: &mut Registry, crd: &Value) {
 pub async fn run(api: Arc<Api>) {
     rebuild(&api);
     establish_all(&api).await;
-    let Ok((_, mut rx)) = api.cache.watch_from(api.cache.revision()).await else {
+    let Ok(mut rx) = api.cache.watch_from(api.cache.revision()).await else {
         return;
     };
     loop {
@@ -165,12 +165,12 @@ pub async fn run(api: Arc<Api>) {
                     }
                 }
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+            // Behind the compacted history: start over from now.
+            Err(crate::store::StoreError::Compacted { .. }) => {
                 rebuild(&api);
                 establish_all(&api).await;
-                // Resubscribe from now.
                 match api.cache.watch_from(api.cache.revision()).await {
-                    Ok((_, r)) => rx = r,
+                    Ok(r) => rx = r,
                     Err(_) => return,
                 }
             }

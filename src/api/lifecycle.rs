@@ -100,7 +100,7 @@ pub async fn bootstrap(api: &Arc<Api>, port: u16) -> anyhow::Result<()> {
 /// whenever anything changes, coalescing bursts.
 pub async fn run(api: Arc<Api>) {
     let mut rx = match api.cache.watch_from(api.cache.revision()).await {
-        Ok((_, rx)) => rx,
+        Ok(rx) => rx,
         Err(_) => return,
     };
     loop {
@@ -111,10 +111,6 @@ pub async fn run(api: Arc<Api>) {
         let mut touched: Option<std::collections::HashSet<String>> = Some(Default::default());
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Ok(ev)) => note(&ev, &mut work, &mut touched),
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                work = true;
-                touched = None;
-            }
             Ok(Err(_)) => return,
             // Idle: a periodic pass catches anything a lagged receiver missed.
             Err(_) => {
@@ -123,13 +119,10 @@ pub async fn run(api: Arc<Api>) {
             }
         }
         loop {
-            match rx.try_recv() {
-                Ok(ev) => note(&ev, &mut work, &mut touched),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                    work = true;
-                    touched = None;
-                }
-                Err(_) => break,
+            match rx.try_recv().await {
+                Ok(Some(ev)) => note(&ev, &mut work, &mut touched),
+                Ok(None) => break,
+                Err(_) => return,
             }
         }
         super::admission::refresh_quotas(&api, touched.as_ref()).await;

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{Response, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::cache::{CacheEvent, Obj};
 use super::errors::{ApiError, ApiResult};
@@ -17,7 +17,7 @@ use super::handlers::{Filter, crd_columns, view_value};
 use super::http::Body;
 use super::registry::Registry;
 use super::{Api, Ctx, Shape, Target};
-use crate::store::Revision;
+use crate::store::{Revision, StoreError};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
@@ -178,7 +178,7 @@ pub async fn watch(
     let api2 = api.clone();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
-        let (past, mut live) = match replay {
+        let mut live = match replay {
             Ok(x) => x,
             Err(e) => {
                 let err: ApiError = e.into();
@@ -195,15 +195,6 @@ pub async fn watch(
             return;
         }
         let mut last = start_rev;
-        for ev in past {
-            if ev.revision <= last {
-                continue;
-            }
-            last = ev.revision;
-            if !w.event(&ev).await {
-                return;
-            }
-        }
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         loop {
@@ -214,12 +205,13 @@ pub async fn watch(
                         last = ev.revision;
                         if !w.event(&ev).await { return; }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind the store's compacted history.
+                    Err(StoreError::Compacted { .. }) => {
                         let err = ApiError::gone(format!("too old resource version: {last} ({})", api2.cache.revision()));
                         let _ = w.send("ERROR", err.to_status(), None).await;
                         return;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(_) => return,
                 },
                 _ = tick.tick() => {
                     if bookmarks && !w.bookmark(last, false).await { return; }
