@@ -23,6 +23,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+use super::informer::Subscription;
 use super::workloads::{self as w, Error, Events, Result, Watched};
 
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -43,14 +44,13 @@ struct Ctx {
     failed_backoff: Mutex<HashMap<String, (Duration, Instant)>>,
 }
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: Subscription<Pod>, nodes: Subscription<Node>) {
     let (daemonsets, ds_stream) = w::watch(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (pods, pod_stream) = w::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_stream) =
-        w::watch(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_stream) = Watched::shared(pods);
+    let (nodes, node_stream) = Watched::shared(nodes);
     let ctx = Arc::new(Ctx {
         events: Events::new(client.clone(), "daemonset-controller"),
         client,
@@ -63,9 +63,9 @@ pub async fn run(client: Client) {
     // not: only changes to what placement reads trigger a resync.
     let ds_store = daemonsets.store.clone();
     let fingerprints: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
-    let node_mapper = move |node: Node| {
+    let node_mapper = move |node: Arc<Node>| {
         let name = node.name_any();
-        let gone = nodes.store.get(&ObjectRef::from_obj(&node)).is_none();
+        let gone = nodes.store.get(&ObjectRef::from_obj(&*node)).is_none();
         let mut fp = fingerprints.lock().unwrap_or_else(|e| e.into_inner());
         let changed = if gone {
             fp.remove(&name).is_some()
@@ -84,8 +84,8 @@ pub async fn run(client: Client) {
         }
     };
     Controller::for_stream(ds_stream, daemonsets.store.clone())
-        .owns_stream(pod_stream)
-        .watches_stream(node_stream, node_mapper)
+        .owns_shared_stream(pod_stream)
+        .watches_shared_stream(node_stream, node_mapper)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

@@ -36,6 +36,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::informer;
 use super::podcontrol::{
     self, Backoff, Change, controller_of, controller_ref, key_of, selector_is_empty,
     selector_matches,
@@ -121,16 +122,15 @@ pub async fn run(client: Client) {
         events: podcontrol::Events::new(client.clone(), CONTROLLER),
     });
     let c = ctx.clone();
-    let d_informer = podcontrol::run_informer(
+    let d_informer = informer::run_local(
         Api::<Deployment>::all(client.clone()),
         d_writer,
         move |ch| c.on_deployment(ch),
     );
     let c = ctx.clone();
-    let rs_informer =
-        podcontrol::run_informer(Api::<ReplicaSet>::all(client), rs_writer, move |ch| {
-            c.on_replicaset(ch)
-        });
+    let rs_informer = informer::run_local(Api::<ReplicaSet>::all(client), rs_writer, move |ch| {
+        c.on_replicaset(ch)
+    });
     let applier = kube::runtime::applier(
         |d: Arc<Deployment>, ctx: Arc<Ctx>| {
             CancelableJoinHandle::spawn(reconcile(d, ctx), &tokio::runtime::Handle::current())

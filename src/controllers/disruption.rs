@@ -25,6 +25,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
+use super::informer::Subscription;
+
 /// How long a pod the eviction API let go is assumed to be on its way out
 /// (upstream's `DeletionTimeout`).
 const DELETION_TIMEOUT: SignedDuration = SignedDuration::from_mins(2);
@@ -44,7 +46,7 @@ enum Error {
     Sync(String),
 }
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: Subscription<Pod>) {
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -58,11 +60,7 @@ pub async fn run(client: Client) {
     );
     let pdbs = controller.store();
     controller
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default(),
-            move |pod| budgets_for_pod(&pdbs, &pod),
-        )
+        .watches_shared_stream(pods.objects(), move |pod| budgets_for_pod(&pdbs, &pod))
         .run(reconcile, error_policy, Arc::new(Ctx { client, recorder }))
         .for_each(|_| async {})
         .await;

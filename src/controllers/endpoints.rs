@@ -26,6 +26,8 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::informer::Subscription;
+
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
@@ -50,17 +52,9 @@ struct Ctx {
 #[error(transparent)]
 struct Error(#[from] kube::Error);
 
-pub async fn run(client: Client) {
-    // Node zones for `endpoints[].zone`; status is dropped to keep it small.
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|n| {
-            n.status = None;
-            n.managed_fields_mut().clear();
-        })
-        .reflect(node_writer)
-        .for_each(|_| async {});
+/// `pods` triggers the services selecting a pod; `nodes` (the shared node
+/// store) gives endpoints their zone.
+pub async fn run(client: Client, pods: Subscription<Pod>, nodes: Store<Node>) {
     // Our slices, to find the services a pod was in before its labels changed.
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
@@ -78,11 +72,9 @@ pub async fn run(client: Client) {
     );
     let services = controller.store();
     let run = controller
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default(),
-            move |pod| services_for_pod(&services, &slices, &pod),
-        )
+        .watches_shared_stream(pods.objects(), move |pod| {
+            services_for_pod(&services, &slices, &pod)
+        })
         .owns(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default().labels(&managed),
@@ -104,12 +96,7 @@ pub async fn run(client: Client) {
             }),
         )
         .for_each(|_| async {});
-    tokio::join!(
-        node_watch,
-        slice_watch,
-        run,
-        delete_orphaned_endpoints(client)
-    );
+    tokio::join!(slice_watch, run, delete_orphaned_endpoints(client));
 }
 
 fn error_policy(svc: Arc<Service>, err: &Error, _: Arc<Ctx>) -> Action {

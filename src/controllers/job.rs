@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -26,6 +26,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::informer::Subscription;
 use super::workloads::{self as w, Error, Events, Result, Watched};
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -143,16 +144,16 @@ fn finished_time(p: &Pod) -> Timestamp {
         .unwrap_or_else(|| w::creation(&p.metadata))
 }
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: Subscription<Pod>) {
     let (jobs, job_stream) = w::watch(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let (pods, pod_stream) = w::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_stream) = Watched::shared(pods);
     // Pods carrying our finalizer whose Job may be gone are checked by the
     // orphan sweeper: a reconcile is never called for a deleted Job.
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel::<Arc<Pod>>();
-    let pod_stream = pod_stream.inspect_ok(move |p| {
+    let pod_stream = pod_stream.inspect(move |p| {
         if has_finalizer(p) && (w::is_terminating(p) || w::is_terminal(p) || job_owner(p).is_none())
         {
-            let _ = orphan_tx.send(Arc::new(p.clone()));
+            let _ = orphan_tx.send(p.clone());
         }
     });
     let ctx = Arc::new(Ctx {
@@ -163,7 +164,7 @@ pub async fn run(client: Client) {
         backoff: Mutex::new(HashMap::new()),
     });
     let controller = Controller::for_stream(job_stream, jobs.store.clone())
-        .owns_stream(pod_stream)
+        .owns_shared_stream(pod_stream)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     tokio::join!(controller, sweep_orphans(ctx, orphan_rx));

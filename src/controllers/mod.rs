@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod hpa;
+pub mod informer;
 pub mod job;
 pub mod leader;
 pub mod nodeipam;
@@ -25,7 +26,11 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
+use kube::api::Api;
+
+use informer::Informer;
 
 /// `--kube-controller-manager-arg KEY=VALUE` settings, set once by the
 /// server before the controllers start (flag names as upstream's, without
@@ -104,14 +109,21 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-/// Drops from a cached Pod what no controller reads (volumes, mounts,
-/// environment, commands, probes, hooks, managedFields): every pod store
-/// holds 10,000s of them, and the typed volume structs alone are kilobytes.
-/// Other kinds pass untouched.
+/// Drops from a cached object what no controller reads, once, before the
+/// shared informer stores it: of a Pod its volumes, mounts, environment,
+/// commands, probes, hooks and managedFields (every pod is cached, and the
+/// typed volume structs alone are kilobytes); of a Node its managedFields
+/// and image list. Other kinds pass untouched.
 pub fn slim_cached<K: 'static>(obj: &mut K) {
-    let Some(pod) =
-        (obj as &mut dyn std::any::Any).downcast_mut::<k8s_openapi::api::core::v1::Pod>()
-    else {
+    let obj = obj as &mut dyn std::any::Any;
+    if let Some(node) = obj.downcast_mut::<Node>() {
+        node.metadata.managed_fields = None;
+        if let Some(status) = node.status.as_mut() {
+            status.images = None;
+        }
+        return;
+    }
+    let Some(pod) = obj.downcast_mut::<Pod>() else {
         return;
     };
     pod.metadata.managed_fields = None;
@@ -146,26 +158,36 @@ pub fn ca_pem() -> Option<&'static str> {
 }
 
 /// Starts every controller; returns when the process shuts down.
+///
+/// Pods and Nodes are listed, watched and cached once, by the shared
+/// informers created here (see `informer.rs`); each controller that reads
+/// them gets a subscription: the shared store and its own change stream.
 pub async fn run(client: Client, identity: String) {
     leader::run_while_leader(
         client.clone(),
         "skiff-controller-manager",
         identity,
         |client| async move {
-            // Each controller runs until shutdown; one module per controller.
+            let pods = Informer::<Pod>::new(Api::all(client.clone()));
+            let nodes = Informer::<Node>::new(Api::all(client.clone()));
+            // Each controller runs until shutdown; one module per
+            // controller. The subscriptions are all taken (as the
+            // arguments are evaluated) before the informers start.
             tokio::join!(
+                pods.run(),
+                nodes.run(),
                 deployment::run(client.clone()),
-                replicaset::run(client.clone()),
-                job::run(client.clone()),
+                replicaset::run(client.clone(), pods.subscribe()),
+                job::run(client.clone(), pods.subscribe()),
                 cronjob::run(client.clone()),
-                daemonset::run(client.clone()),
-                statefulset::run(client.clone()),
-                endpoints::run(client.clone()),
+                daemonset::run(client.clone(), pods.subscribe(), nodes.subscribe()),
+                statefulset::run(client.clone(), pods.subscribe()),
+                endpoints::run(client.clone(), pods.subscribe(), nodes.store()),
                 serviceaccount::run(client.clone()),
-                nodelifecycle::run(client.clone()),
-                disruption::run(client.clone()),
-                podgc::run(client.clone()),
-                nodeipam::run(client.clone()),
+                nodelifecycle::run(client.clone(), pods.subscribe(), nodes.subscribe()),
+                disruption::run(client.clone(), pods.subscribe()),
+                podgc::run(client.clone(), pods.store(), nodes.subscribe()),
+                nodeipam::run(client.clone(), nodes.subscribe()),
                 pvbinder::run(client.clone()),
                 hpa::run(client.clone()),
             );

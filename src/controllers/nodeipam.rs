@@ -10,10 +10,12 @@ use std::net::Ipv4Addr;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::informer::{Change, Subscription};
 
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 
@@ -51,34 +53,44 @@ fn allocate(cluster: &str, mask: u8, used: &BTreeSet<String>) -> Option<String> 
         .find(|c| !used.contains(c))
 }
 
-pub async fn run(client: Client) {
+/// Allocates for nodes the shared node informer reports without a range.
+/// The subscription is drained at once (a slow subscriber would hold up the
+/// shared informer); allocations, each an API write, run one at a time
+/// behind it, each re-checked against the store first.
+pub async fn run(client: Client, nodes: Subscription<Node>) {
     let cluster = super::arg("cluster-cidr").unwrap_or(DEFAULT_CLUSTER_CIDR);
     let mask: u8 = super::arg("node-cidr-mask-size")
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
     let api: Api<Node> = Api::all(client);
-    let (store, writer) = reflector::store::<Node>();
-    let stream = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .modify(|n| {
-            n.managed_fields_mut().clear();
-            n.status = None;
-        })
-        .reflect(writer)
-        .applied_objects();
-    futures::pin_mut!(stream);
-    while let Some(ev) = stream.next().await {
-        let Ok(node) = ev else { continue };
-        if node
-            .spec
-            .as_ref()
-            .and_then(|s| s.pod_cidr.as_deref())
-            .is_some_and(|c| !c.is_empty())
+    let store = nodes.store();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let feed = nodes.changes().for_each(move |change| {
+        if let Change::Added(n) | Change::Updated(_, n) = change
+            && !has_cidr(&n)
         {
-            continue;
+            let _ = tx.send(n.name_any());
         }
-        assign(&api, &store, &node.name_any(), cluster, mask).await;
-    }
+        async {}
+    });
+    let allocate = async {
+        while let Some(name) = rx.recv().await {
+            if store
+                .get(&ObjectRef::new(&name))
+                .is_some_and(|n| !has_cidr(&n))
+            {
+                assign(&api, &store, &name, cluster, mask).await;
+            }
+        }
+    };
+    tokio::join!(feed, allocate);
+}
+
+fn has_cidr(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .is_some_and(|c| !c.is_empty())
 }
 
 async fn assign(api: &Api<Node>, store: &Store<Node>, name: &str, cluster: &str, mask: u8) {

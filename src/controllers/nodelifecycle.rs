@@ -37,6 +37,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::informer::Subscription;
+
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
@@ -108,7 +110,7 @@ struct Ctx {
 #[error(transparent)]
 struct Error(#[from] kube::Error);
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: Subscription<Pod>, nodes: Subscription<Node>) {
     let settings = Settings::from_args();
     let recorder = Recorder::new(
         client.clone(),
@@ -130,24 +132,25 @@ pub async fn run(client: Client) {
         recorder,
         pending: Mutex::new(HashMap::new()),
     });
-    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let nodes = controller.store();
+    let node_store = nodes.store();
+    let controller = Controller::for_shared_stream(nodes.objects(), node_store.clone());
     // Pods wake their node's reconcile: a pod bound to a tainted node may
     // need evicting.
     let taints = controller
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default(),
-            |pod| {
-                pod.spec
-                    .and_then(|s| s.node_name)
-                    .filter(|n| !n.is_empty())
-                    .map(|n| ObjectRef::<Node>::new(&n))
-            },
-        )
+        .watches_shared_stream(pods.objects(), |pod| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .filter(|n| !n.is_empty())
+                .map(ObjectRef::<Node>::new)
+        })
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
-    tokio::join!(lease_watch, taints, monitor(ctx, nodes, leases, settings));
+    tokio::join!(
+        lease_watch,
+        taints,
+        monitor(ctx, node_store, leases, settings)
+    );
 }
 
 fn error_policy(_: Arc<Node>, err: &Error, _: Arc<Ctx>) -> Action {

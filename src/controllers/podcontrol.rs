@@ -1,22 +1,18 @@
 //! Pieces shared by the workload controllers that own pods or replica
 //! sets (kube-controller-manager's `controller_utils.go` and
-//! `controller_ref_manager.go`): an informer that reports adds, updates and
-//! deletes on top of a kube-runtime reflector store, creation/deletion
-//! expectations, label-selector matching, controller references, pod
-//! readiness/availability, the ranking used to pick pods to delete, the
-//! slow-start batch, and Event publishing.
+//! `controller_ref_manager.go`): the queue an `applier` reads,
+//! creation/deletion expectations, label-selector matching, controller
+//! references, pod readiness/availability, the ranking used to pick pods to
+//! delete, the slow-start batch, and Event publishing.
 //!
-//! Why an informer of our own on top of `reflector`: `Controller::owns()`
-//! opens a second watch on the owned kind whose events can run ahead of the
-//! store the reconciler reads, and the stable kube-runtime API has no way to
-//! share one reflector between the store and the trigger stream. Feeding
-//! kube-runtime's `applier` (the engine under `Controller`) from one
-//! reflector keeps "the trigger fired" and "the store has the object" in
-//! order, which the expectations below rely on to never double-create.
+//! These controllers feed kube-runtime's `applier` (the engine under
+//! `Controller`) from informer handlers (`informer.rs`): a handler runs
+//! only after the store it reads has applied the change, which keeps "the
+//! trigger fired" and "the store has the object" in order — what the
+//! expectations below rely on to never double-create.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,13 +21,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 /// Upstream `controller.ExpectationsTimeout`: an expectation that was never
@@ -43,87 +36,7 @@ pub const BURST_REPLICAS: usize = 500;
 /// Annotation that orders pods for scale-down (upstream PodDeletionCost).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-/// One change seen by an [`run_informer`] loop, after the store applied it.
-pub enum Change<K> {
-    Added(Arc<K>),
-    Updated(Arc<K>, Arc<K>),
-    Deleted(Arc<K>),
-}
-
-/// Lists and watches `api` into `writer`'s store (a kube-runtime reflector
-/// store) and calls `on_change` for every add, update and delete once the
-/// store reflects it. A re-list is diffed against the previous contents, as
-/// a client-go informer does, so handlers see the same adds/updates/deletes
-/// whether or not the watch was interrupted.
-pub async fn run_informer<K, F>(api: Api<K>, mut writer: Writer<K>, mut on_change: F)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    F: FnMut(Change<K>),
-{
-    let reader = writer.as_reader();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(super::slim_cached::<K>);
-    futures::pin_mut!(stream);
-    let mut listed: Vec<(Option<Arc<K>>, Arc<K>)> = Vec::new();
-    let mut seen: HashSet<ObjectRef<K>> = HashSet::new();
-    while let Some(ev) = stream.next().await {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::debug!(kind = %K::kind(&()), "watch error: {e}");
-                continue;
-            }
-        };
-        match &ev {
-            watcher::Event::Apply(obj) => {
-                let key = ObjectRef::from_obj(obj);
-                let old = reader.get(&key);
-                writer.apply_watcher_event(&ev);
-                let new = reader.get(&key).unwrap_or_else(|| Arc::new(obj.clone()));
-                on_change(match old {
-                    Some(old) => Change::Updated(old, new),
-                    None => Change::Added(new),
-                });
-            }
-            watcher::Event::Delete(obj) => {
-                writer.apply_watcher_event(&ev);
-                on_change(Change::Deleted(Arc::new(obj.clone())));
-            }
-            watcher::Event::Init => {
-                listed.clear();
-                seen.clear();
-                writer.apply_watcher_event(&ev);
-            }
-            watcher::Event::InitApply(obj) => {
-                let key = ObjectRef::from_obj(obj);
-                let old = reader.get(&key);
-                seen.insert(key);
-                listed.push((old, Arc::new(obj.clone())));
-                writer.apply_watcher_event(&ev);
-            }
-            watcher::Event::InitDone => {
-                let gone: Vec<Arc<K>> = reader
-                    .state()
-                    .into_iter()
-                    .filter(|o| !seen.contains(&ObjectRef::from_obj(o.as_ref())))
-                    .collect();
-                writer.apply_watcher_event(&ev);
-                for (old, new) in listed.drain(..) {
-                    match old {
-                        Some(old) if old.resource_version() == new.resource_version() => {}
-                        Some(old) => on_change(Change::Updated(old, new)),
-                        None => on_change(Change::Added(new)),
-                    }
-                }
-                for obj in gone {
-                    on_change(Change::Deleted(obj));
-                }
-                seen.clear();
-            }
-        }
-    }
-}
+pub use super::informer::Change;
 
 /// The queue an `applier` reads: object references sent by informer
 /// handlers and by anyone else who wants an object reconciled.

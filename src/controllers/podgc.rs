@@ -16,15 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::informer::{Change, Subscription};
 
 const GC_PERIOD: Duration = Duration::from_secs(20);
 /// How long a node must be missing before its pods count as orphaned, so
@@ -33,53 +34,23 @@ const QUARANTINE: Duration = Duration::from_secs(40);
 const DEFAULT_THRESHOLD: i64 = 12500;
 const TAINT_OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 
-pub async fn run(client: Client) {
+/// Reads the shared pod and node stores; node deletions (from the node
+/// subscription) wake a pass early.
+pub async fn run(client: Client, pods: Store<Pod>, nodes: Subscription<Node>) {
     let threshold = super::arg("terminated-pod-gc-threshold")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(DEFAULT_THRESHOLD);
     let node_deleted = Arc::new(Notify::new());
-    let (nodes, node_writer) = reflector::store::<Node>();
+    let node_store = nodes.store();
     let wake = node_deleted.clone();
-    let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|n| {
-            n.managed_fields_mut().clear();
-            if let Some(st) = n.status.as_mut() {
-                st.images = None;
-            }
-        })
-        .reflect(node_writer)
-        .for_each(move |ev| {
-            if let Ok(watcher::Event::Delete(_)) = ev {
-                wake.notify_one();
-            }
-            async {}
-        });
-    // Only what garbage collection looks at is kept of each pod.
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let pod_watch = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(slim_pod)
-        .reflect(pod_writer)
-        .for_each(|_| async {});
-    let gc = gc_loop(client, nodes, pods, threshold, node_deleted);
-    tokio::join!(node_watch, pod_watch, gc);
-}
-
-fn slim_pod(p: &mut Pod) {
-    p.metadata.managed_fields = None;
-    p.metadata.annotations = None;
-    p.metadata.labels = None;
-    p.metadata.owner_references = None;
-    p.spec = p.spec.take().map(|s| PodSpec {
-        node_name: s.node_name,
-        ..Default::default()
+    let node_deletions = nodes.changes().for_each(move |change| {
+        if let Change::Deleted(_) = change {
+            wake.notify_one();
+        }
+        async {}
     });
-    p.status = p.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        reason: s.reason,
-        ..Default::default()
-    });
+    let gc = gc_loop(client, node_store, pods, threshold, node_deleted);
+    tokio::join!(node_deletions, gc);
 }
 
 async fn gc_loop(

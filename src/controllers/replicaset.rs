@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::informer::{self, Subscription};
 use super::podcontrol::{
     self, BURST_REPLICAS, Backoff, Change, Expectations, controller_of, controller_ref,
     is_pod_active, is_pod_available, is_pod_ready, key_of, selector_matches,
@@ -155,18 +156,20 @@ impl ReplicaOwner for ReplicaSet {
     }
 }
 
-/// Runs the ReplicaSet and ReplicationController controllers over one
-/// shared pod informer until cancelled.
-pub async fn run(client: Client) {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (rs, rs_run) = Manager::<ReplicaSet>::start(client.clone(), pods.clone());
+/// Runs the ReplicaSet and ReplicationController controllers until
+/// cancelled, both on one subscription to the shared pod informer.
+pub async fn run(client: Client, pods: Subscription<Pod>) {
+    let store = pods.store();
+    let (rs, rs_run) = Manager::<ReplicaSet>::start(client.clone(), store.clone());
     let (rc, rc_run) =
-        Manager::<k8s_openapi::api::core::v1::ReplicationController>::start(client.clone(), pods);
-    let pod_informer = podcontrol::run_informer(Api::<Pod>::all(client), pod_writer, |change| {
+        Manager::<k8s_openapi::api::core::v1::ReplicationController>::start(client, store);
+    // Each change reaches the handlers after the shared store applied it.
+    let pod_handlers = pods.changes().for_each(|change| {
         rs.on_pod(&change);
         rc.on_pod(&change);
+        futures::future::ready(())
     });
-    tokio::join!(pod_informer, rs_run, rc_run);
+    tokio::join!(pod_handlers, rs_run, rc_run);
 }
 
 /// The controller for one ReplicaSet-like kind.
@@ -199,7 +202,7 @@ impl<K: ReplicaOwner> Manager<K> {
             events: podcontrol::Events::new(client.clone(), K::CONTROLLER),
         });
         let m = mgr.clone();
-        let informer = podcontrol::run_informer(Api::<K>::all(client), writer, move |c| {
+        let informer = informer::run_local(Api::<K>::all(client), writer, move |c| {
             m.on_owner(c);
         });
         let applier = kube::runtime::applier(

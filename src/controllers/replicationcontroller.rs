@@ -2,7 +2,7 @@
 //! controller's code on ReplicationControllers through a conversion layer;
 //! here the shared code is generic (`replicaset::Manager`) and this module
 //! only says how a core/v1 ReplicationController maps onto it. It is
-//! started by `replicaset::run`, which shares its pod informer.
+//! started by `replicaset::run`, on the same pod subscription.
 
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;

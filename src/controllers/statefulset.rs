@@ -25,6 +25,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::informer::Subscription;
 use super::workloads::{self as w, Error, Events, Result, Watched};
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -39,12 +40,12 @@ struct Ctx {
     events: Events,
 }
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, pods: Subscription<Pod>) {
     let (sets, set_stream) = w::watch(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (pods, pod_stream) = w::watch(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_stream) = Watched::shared(pods);
     let ctx = Arc::new(Ctx {
         events: Events::new(client.clone(), "statefulset-controller"),
         client,
@@ -52,7 +53,7 @@ pub async fn run(client: Client) {
         pods,
     });
     Controller::for_stream(set_stream, sets.store.clone())
-        .owns_stream(pod_stream)
+        .owns_shared_stream(pod_stream)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

@@ -27,6 +27,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::informer::{Revision, Subscription, rv_of};
+
 /// Errors of a reconcile pass; the controller retries after a short delay.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,14 +50,17 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
 /// matters when the object vanished again before the watch saw it.
 const GATE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A reflector store plus the highest resourceVersion it has applied.
+/// A reflector store plus the highest resourceVersion it has applied, and
+/// this controller's writes not yet seen in it.
 ///
 /// skiff's resourceVersions are the store's global revision (etcd
 /// semantics) and a single watch delivers events in revision order, so a
 /// store that has applied an event at revision R reflects every write up to
 /// R. That lets a controller wait until the store has seen its own writes
 /// before acting on it again, which is what upstream's expectations
-/// approximate with counters.
+/// approximate with counters. The store and its revision may be a shared
+/// informer's ([`Watched::shared`]); the pending writes are always the
+/// controller's own.
 pub struct Watched<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
@@ -66,9 +71,9 @@ where
     pending: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
-/// Starts watching `api` into a store; returns the store and the stream of
-/// touched objects that must be polled (as a `Controller` trigger) for the
-/// store to fill.
+/// Starts watching `api` into a store of this controller's own; returns the
+/// store and the stream of touched objects that must be polled (as a
+/// `Controller` trigger) for the store to fill.
 pub fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -81,39 +86,35 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    let seen = Arc::new(AtomicU64::new(0));
+    let mut revision = Revision::default();
     let watched = Arc::new(Watched {
         store,
-        seen: seen.clone(),
+        seen: revision.applied(),
         pending: Mutex::new(HashMap::new()),
     });
-    // Objects listed during a (re)list only reach the store at InitDone.
-    let init_max = Arc::new(AtomicU64::new(0));
     let stream = watcher(api, config)
         .default_backoff()
         .modify(super::slim_cached::<K>)
         .reflect(writer)
-        .inspect_ok(move |ev| match ev {
-            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                seen.fetch_max(rv_of(o.meta()), Ordering::SeqCst);
-            }
-            watcher::Event::Init => init_max.store(0, Ordering::SeqCst),
-            watcher::Event::InitApply(o) => {
-                init_max.fetch_max(rv_of(o.meta()), Ordering::SeqCst);
-            }
-            watcher::Event::InitDone => {
-                seen.fetch_max(init_max.load(Ordering::SeqCst), Ordering::SeqCst);
-            }
-        })
+        .inspect_ok(move |ev| revision.observe(ev))
         .touched_objects();
     (watched, stream)
 }
 
-fn rv_of(meta: &ObjectMeta) -> u64 {
-    meta.resource_version
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Watched<K> {
+    /// A write gate over a shared informer's store; returns it and the
+    /// subscription's trigger stream (objects touched, deletions included)
+    /// for `Controller::owns_shared_stream`/`watches_shared_stream`.
+    pub fn shared(
+        sub: Subscription<K>,
+    ) -> (Arc<Watched<K>>, impl Stream<Item = Arc<K>> + Send + 'static) {
+        let watched = Arc::new(Watched {
+            store: sub.store(),
+            seen: sub.applied(),
+            pending: Mutex::new(HashMap::new()),
+        });
+        (watched, sub.objects())
+    }
 }
 
 impl<K: Resource + Clone + 'static> Watched<K>
