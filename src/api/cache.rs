@@ -144,6 +144,10 @@ pub struct Cache {
 /// the store's history.
 const HISTORY_LIMIT: usize = 5_000;
 
+/// Events read from the store at a time by a watcher catching up, so a far
+/// behind watcher holds a page of old versions, not all of them.
+const REPLAY_PAGE: usize = 1_000;
+
 /// Parses stored bytes and stamps the revision as resourceVersion.
 pub fn materialize(key: &str, raw: &[u8], mod_revision: Revision) -> Obj {
     let value: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
@@ -318,7 +322,7 @@ impl Cache {
     /// Events after `from` read from the store's history (a watcher
     /// resuming from before the in-memory window).
     async fn replay(&self, from: Revision) -> Result<Vec<Arc<CacheEvent>>, StoreError> {
-        let evs = self.backend.history(from).await?;
+        let evs = self.backend.history(from, REPLAY_PAGE).await?;
         let mut prevs: std::collections::HashMap<String, Arc<Obj>> = Default::default();
         let mut out = Vec::with_capacity(evs.len());
         for ev in evs {
@@ -386,10 +390,14 @@ impl Subscription {
             if let Some(ev) = self.pending.pop_front() {
                 return Ok(ev);
             }
+            // A replay reads a page at a time: look again before waiting.
+            self.fill().await?;
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(ev);
+            }
             if self.applied.changed().await.is_err() {
                 return Err(StoreError::Backend("cache closed".into()));
             }
-            self.fill().await?;
         }
     }
 

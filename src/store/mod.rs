@@ -93,9 +93,13 @@ pub struct Snapshot {
 pub trait Backend: Send + Sync + 'static {
     /// All live keys and the current revision (used once, to fill the watch cache).
     fn snapshot(&self) -> BoxFuture<'static, Result<Snapshot, StoreError>>;
-    /// Events with revision > `after`, oldest first, from durable history.
-    /// `Compacted` when `after` < the compacted revision.
-    fn history(&self, after: Revision) -> BoxFuture<'static, Result<Vec<Event>, StoreError>>;
+    /// Events with revision > `after`, oldest first, from durable history;
+    /// at most `limit`. `Compacted` when `after` < the compacted revision.
+    fn history(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Event>, StoreError>>;
     /// Apply one write durably (on disk before the future resolves).
     fn write(&self, op: Op) -> BoxFuture<'static, Result<Event, StoreError>>;
     /// Drop history at or below `revision` and reclaim space.

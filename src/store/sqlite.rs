@@ -212,7 +212,11 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn history(&self, after: Revision) -> BoxFuture<'static, Result<Vec<Event>, StoreError>> {
+    fn history(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Event>, StoreError>> {
         self.read(move |conn| {
             let tx = conn.transaction().db()?;
             let compacted = read_meta(&tx, "compacted")?;
@@ -225,10 +229,11 @@ impl Backend for SqliteBackend {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT rev, key, kind, create_rev, prev_rev, value
-                     FROM log WHERE rev > ?1 ORDER BY rev",
+                     FROM log WHERE rev > ?1 ORDER BY rev LIMIT ?2",
                 )
                 .db()?;
-            let mut rows = stmt.query([after]).db()?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = stmt.query([after, limit]).db()?;
             let mut events = Vec::new();
             while let Some(r) = rows.next().db()? {
                 let kind = match r.get::<_, i64>(2).db()? {
@@ -781,7 +786,7 @@ mod tests {
         assert_eq!(snap.kvs, before.kvs);
         assert_eq!(snap.kvs, vec![kv("a", "1", 1, 1), kv("b", "2", 2, 4)]);
         assert_eq!(snap.revision, 5);
-        assert_eq!(be.history(0).await.unwrap().len(), 5);
+        assert_eq!(be.history(0, usize::MAX).await.unwrap().len(), 5);
         let e = be.write(create("c", "2")).await.unwrap();
         assert_eq!(e.kv.create_revision, 6);
         assert_eq!(
@@ -812,23 +817,23 @@ mod tests {
         be.write(delete("b", None)).await.unwrap();
         be.write(create("b", "3")).await.unwrap();
 
-        let all = be.history(0).await.unwrap();
+        let all = be.history(0, usize::MAX).await.unwrap();
         let mut streamed = Vec::new();
         while let Ok(ev) = rx.try_recv() {
             streamed.push(ev);
         }
         assert_eq!(all, streamed);
         assert_eq!(
-            be.history(2).await.unwrap(),
+            be.history(2, usize::MAX).await.unwrap(),
             vec![
                 put(kv("a", "2", 1, 3), Some(1)),
                 del(kv("b", "1", 2, 4), 2),
                 put(kv("b", "3", 5, 5), None),
             ]
         );
-        assert_eq!(be.history(4).await.unwrap(), all[4..].to_vec());
-        assert!(be.history(5).await.unwrap().is_empty());
-        assert!(be.history(1000).await.unwrap().is_empty());
+        assert_eq!(be.history(4, usize::MAX).await.unwrap(), all[4..].to_vec());
+        assert!(be.history(5, usize::MAX).await.unwrap().is_empty());
+        assert!(be.history(1000, usize::MAX).await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -856,13 +861,13 @@ mod tests {
 
         be.compact(500).await.unwrap();
         assert_eq!(
-            be.history(499).await,
+            be.history(499, usize::MAX).await,
             Err(StoreError::Compacted {
                 requested: 499,
                 compacted: 500
             })
         );
-        let rest = be.history(500).await.unwrap();
+        let rest = be.history(500, usize::MAX).await.unwrap();
         assert_eq!(rest.len(), 500);
         assert_eq!(rest[0].kv.mod_revision, 501);
         // Going backwards is a no-op; the future is refused.
@@ -873,9 +878,9 @@ mod tests {
         ));
 
         be.compact(rev).await.unwrap();
-        assert!(be.history(rev).await.unwrap().is_empty());
+        assert!(be.history(rev, usize::MAX).await.unwrap().is_empty());
         assert!(matches!(
-            be.history(0).await,
+            be.history(0, usize::MAX).await,
             Err(StoreError::Compacted {
                 compacted: 1000,
                 ..
@@ -896,7 +901,7 @@ mod tests {
         drop(be);
         let be = open(&path).unwrap();
         assert!(matches!(
-            be.history(999).await,
+            be.history(999, usize::MAX).await,
             Err(StoreError::Compacted {
                 compacted: 1000,
                 ..
@@ -1017,8 +1022,8 @@ mod tests {
             ]
         );
         assert_eq!(snap.kvs[2].value.len(), big.len());
-        assert!(be.history(Revision::MIN).await.is_err());
-        assert_eq!(be.history(Revision::MAX).await, Ok(vec![]));
+        assert!(be.history(Revision::MIN, usize::MAX).await.is_err());
+        assert_eq!(be.history(Revision::MAX, usize::MAX).await, Ok(vec![]));
         be.compact(Revision::MIN).await.unwrap();
         assert!(be.compact(Revision::MAX).await.is_err());
         assert_eq!(
@@ -1073,6 +1078,6 @@ mod tests {
         let snap = be.snapshot().await.unwrap();
         assert_eq!(snap.kvs, vec![kv("a", "1", 1, 1), kv("b", "1", 2, 2)]);
         assert_eq!(snap.revision, 2);
-        assert_eq!(be.history(0).await.unwrap().len(), 2);
+        assert_eq!(be.history(0, usize::MAX).await.unwrap().len(), 2);
     }
 }
