@@ -3,7 +3,7 @@
 //! Starts `skiff server --simulate-nodes 1000`, creates 10,000 small pods
 //! through the kube client (many requests in flight) and measures the time
 //! from the first create until every pod has spec.nodeName; prints pods/s
-//! and the server's RSS.
+//! and the server's RSS then and once every pod runs (steady state).
 
 mod common;
 
@@ -143,7 +143,36 @@ async fn scheduler_throughput() {
         took.as_secs_f64(),
         n_pods as f64 / took.as_secs_f64()
     );
-    println!("server RSS: {} MiB", s.rss_kib() / 1024);
+    println!(
+        "server RSS when the last pod was bound: {} MiB",
+        s.rss_kib() / 1024
+    );
+    // Steady state: every pod reported Running by its simulated node, then
+    // a few seconds for the server to return freed heap memory.
+    let lp = ListParams::default()
+        .fields("status.phase!=Running")
+        .limit(1);
+    while pods
+        .list(&lp)
+        .await
+        .map(|l| !l.items.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "pods not running after 900 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "all {n_pods} pods Running after {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "server RSS with {n_pods} pods Running on {n_nodes} nodes, 10 s later: {} MiB",
+        s.rss_kib() / 1024
+    );
     // With SKIFF_LOG=skiff::scheduler=debug the scheduler logs where its
     // loop spent the time.
     for line in s
