@@ -572,6 +572,16 @@ spec:
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(got.matches("tick").count() >= 15, "follow stopped: {got}");
+    // --since: only the last second's lines (a tick every 0.2 s, the
+    // first one more than 3 s ago).
+    let all = s.kubectl_ok(&["logs", "streams", "-c", "web"]);
+    let recent = s.kubectl_ok(&["logs", "streams", "-c", "web", "--since=1s"]);
+    assert!(
+        !recent.is_empty() && recent.lines().count() < all.lines().count(),
+        "--since=1s: {recent:?} of {} lines",
+        all.lines().count()
+    );
+    assert!(!recent.lines().any(|l| l == "tick 0"), "{recent}");
 
     // exec with stdin (-i), and a terminal (-t) through script(1).
     let out = s.kubectl_stdin_ok(

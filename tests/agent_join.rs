@@ -7,142 +7,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Agent, Server, agent_command, condition, join_token, kill_and_wait};
 use serde_json::Value;
-
-/// A `skiff agent` process with its own data dir; killed by PID and its
-/// leftovers removed with `skiff killall` when dropped.
-struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
-    name: String,
-    kubelet_port: u16,
-}
-
-impl Agent {
-    /// Starts `skiff agent <conn> --node-name <name> ... <extra>` with the
-    /// busybox archive in its air-gap image folder.
-    fn spawn(name: &str, conn: &[&str], extra: &[&str]) -> Agent {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-agent-")
-            .tempdir()
-            .expect("creating temp dir");
-        let images = dir.path().join("agent").join("images");
-        std::fs::create_dir_all(&images).unwrap();
-        std::fs::write(images.join("busybox.tar"), common::busybox_archive()).unwrap();
-        let kubelet_port = common::pick_free_port();
-        let child = agent_command(dir.path(), name, kubelet_port, conn, extra)
-            .spawn()
-            .expect("spawning skiff agent");
-        Agent {
-            child,
-            dir,
-            name: name.to_string(),
-            kubelet_port,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits until the Node is Ready with a pod CIDR; returns it.
-    fn wait_ready(&mut self, s: &Server) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "skiff agent exited with {status}\n--- agent log ---\n{}",
-                    self.log()
-                );
-            }
-            let out = s.kubectl(&["get", "node", &self.name, "-o", "json"]);
-            if out.status.success() {
-                let node: Value = serde_json::from_slice(&out.stdout).unwrap();
-                let cidr = node["spec"]["podCIDR"].as_str().unwrap_or("");
-                if condition(&node, "Ready")["status"] == "True" && cidr.starts_with("10.42.") {
-                    return node;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "node {} not Ready\n--- agent log ---\n{}\n--- server log ---\n{}",
-                    self.name,
-                    self.log(),
-                    s.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        kill_and_wait(&mut self.child);
-        // Containers, the keeper, mounts, the bridge and nftables go too.
-        let _ = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["killall", "--data-dir"])
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
-fn agent_command(dir: &Path, name: &str, port: u16, conn: &[&str], extra: &[&str]) -> Command {
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("agent.log"))
-        .expect("opening agent.log");
-    let log2 = log.try_clone().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-    cmd.arg("agent")
-        .args(conn)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--node-name", name, "--node-ip", "127.0.0.1"])
-        .args(["--kubelet-port", &port.to_string()])
-        // Hermetic: no host registries.yaml.
-        .arg("--private-registry")
-        .arg(dir.join("no-registries.yaml"))
-        .args(extra)
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    // Settings from the environment would override the test's.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SKIFF_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn kill_and_wait(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // SAFETY: kill(2) on the PID of a child we have not reaped yet.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
-    }
-    let _ = child.wait();
-}
 
 /// Waits for `child` to exit (killing it after `secs`); its status.
 fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
@@ -157,20 +27,6 @@ fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn join_token(s: &Server) -> String {
-    std::fs::read_to_string(s.dir.path().join("server").join("token"))
-        .expect("reading the server's join token")
-        .trim()
-        .to_string()
-}
-
-fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
-    obj["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .unwrap_or(&Value::Null)
 }
 
 fn get_json(s: &Server, args: &[&str]) -> Value {

@@ -333,3 +333,79 @@ async fn bench_100_replica_deployment_on_a_real_node() {
     println!("rolling update of it (25% surge / 25% unavailable): complete after {roll:.2} s");
     api.delete("bench", &DeleteParams::default()).await.unwrap();
 }
+
+/// (RSS, anonymous, file-backed) resident memory of a process, KiB.
+fn mem_kib(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// What a node that only runs `skiff agent` (joined to a control plane
+/// elsewhere) spends: the agent process plus the runtime keeper, idle and
+/// with 30 pods, split into anonymous memory and mapped binary pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly with --release"]
+async fn bench_standalone_agent_memory() {
+    let _lock = common::agent_test_lock();
+    let s = Server::start_with(&[]);
+    let token = common::join_token(&s);
+    let url = s.url();
+    let mut agent = common::Agent::spawn("bench-node", &["--server", &url, "--token", &token], &[]);
+    tokio::task::block_in_place(|| agent.wait_ready(&s));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = |what: &str| {
+        let (rss, anon, file) = mem_kib(agent.pid());
+        let keeper = keeper_pid(agent.dir.path())
+            .map(mem_kib)
+            .unwrap_or((0, 0, 0));
+        println!(
+            "standalone agent {what}: agent RSS {:.1} MiB (anon {:.1}, file {:.1}), keeper RSS {:.1} MiB (anon {:.1}, file {:.1}); total RSS {:.1} MiB, anon {:.1} MiB",
+            mib(rss),
+            mib(anon),
+            mib(file),
+            mib(keeper.0),
+            mib(keeper.1),
+            mib(keeper.2),
+            mib(rss + keeper.0),
+            mib(anon + keeper.1),
+        );
+    };
+    report("idle");
+
+    let client = s.client().await;
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    for i in 0..30 {
+        api.create(&PostParams::default(), &pod(&format!("mem-{i}")))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let l = api.list(&Default::default()).await.unwrap();
+        if l.items.iter().filter(|p| running(p)).count() == 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "30 pods did not all run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    report("with 30 pods");
+    api.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    wait_all_gone(&api).await;
+}

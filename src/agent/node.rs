@@ -356,25 +356,76 @@ fn parse_taint(s: &str) -> Result<Value> {
     })
 }
 
+/// Posts Node status as the kubelet does with node leases: computed every
+/// 10 s, written when it changed (heartbeat times aside) or when 5 minutes
+/// passed since the last write (`nodeStatusReportFrequency`).
+#[derive(Default)]
+struct StatusReporter {
+    /// The status last written.
+    last: Option<Value>,
+    written_at: Option<tokio::time::Instant>,
+}
+
+/// Writes the status now (registration, network up).
 async fn post_status(client: &Client, cfg: &AgentConfig) -> Result<()> {
-    let api: Api<Node> = Api::all(client.clone());
-    // The current conditions, for their transition times; read untyped so
-    // the times come back exactly as stored.
-    let raw: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Node>(&()));
-    let previous: Vec<Value> = raw
-        .get_opt(&cfg.node_name)
+    StatusReporter::default().report(client, cfg).await
+}
+
+const STATUS_REPORT_PERIOD: Duration = Duration::from_secs(300);
+
+/// A status without its conditions' heartbeat times, for comparison.
+fn without_heartbeats(status: &Value) -> Value {
+    let mut s = status.clone();
+    if let Some(cs) = s["conditions"].as_array_mut() {
+        for c in cs {
+            if let Some(c) = c.as_object_mut() {
+                c.remove("lastHeartbeatTime");
+            }
+        }
+    }
+    s
+}
+
+impl StatusReporter {
+    async fn report(&mut self, client: &Client, cfg: &AgentConfig) -> Result<()> {
+        // The current conditions, for their transition times: ours once we
+        // wrote them, else the Node's (read untyped so the times come back
+        // exactly as stored).
+        let previous: Vec<Value> = match &self.last {
+            Some(last) => last["conditions"].as_array().cloned().unwrap_or_default(),
+            None => {
+                let raw: Api<DynamicObject> =
+                    Api::all_with(client.clone(), &ApiResource::erase::<Node>(&()));
+                raw.get_opt(&cfg.node_name)
+                    .await
+                    .context("reading the Node")?
+                    .and_then(|n| n.data["status"]["conditions"].as_array().cloned())
+                    .unwrap_or_default()
+            }
+        };
+        let st = status(cfg, &previous);
+        let unchanged = self
+            .last
+            .as_ref()
+            .is_some_and(|l| without_heartbeats(l) == without_heartbeats(&st));
+        let recent = self
+            .written_at
+            .is_some_and(|t| t.elapsed() < STATUS_REPORT_PERIOD);
+        if unchanged && recent {
+            return Ok(());
+        }
+        let api: Api<Node> = Api::all(client.clone());
+        api.patch_status(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({ "status": st })),
+        )
         .await
-        .context("reading the Node")?
-        .and_then(|n| n.data["status"]["conditions"].as_array().cloned())
-        .unwrap_or_default();
-    api.patch_status(
-        &cfg.node_name,
-        &PatchParams::default(),
-        &Patch::Strategic(json!({"status": status(cfg, &previous)})),
-    )
-    .await
-    .context("posting Node status")?;
-    Ok(())
+        .context("posting Node status")?;
+        self.last = Some(st);
+        self.written_at = Some(tokio::time::Instant::now());
+        Ok(())
+    }
 }
 
 /// Waits until the node IPAM controller gave the Node a pod CIDR.
@@ -402,6 +453,7 @@ pub async fn wait_pod_cidr(client: &Client, name: &str) -> Result<String> {
 pub async fn heartbeat(client: Client, cfg: AgentConfig) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut last_status = tokio::time::Instant::now();
+    let mut reporter = StatusReporter::default();
     loop {
         let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": cfg.node_name, "namespace": "kube-node-lease"},
@@ -419,7 +471,9 @@ pub async fn heartbeat(client: Client, cfg: AgentConfig) {
         }
         if last_status.elapsed() >= STATUS_PERIOD {
             last_status = tokio::time::Instant::now();
-            if let Err(e) = post_status(&client, &cfg).await {
+            if let Err(e) = reporter.report(&client, &cfg).await {
+                // Write again next time.
+                reporter.last = None;
                 tracing::warn!("{e:#}");
             }
         }
@@ -459,5 +513,22 @@ mod tests {
         assert_ne!(flipped["lastTransitionTime"], old);
         let fresh = condition(&[], "Ready", "True", false, r, m);
         assert_eq!(fresh["lastTransitionTime"], fresh["lastHeartbeatTime"]);
+    }
+
+    #[test]
+    fn heartbeat_times_alone_are_no_change() {
+        let at = |hb: &str, ready: &str| {
+            json!({"conditions": [{"type": "Ready", "status": ready,
+                "lastHeartbeatTime": hb, "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+        };
+        let a = at("2026-01-01T00:00:10Z", "True");
+        assert_eq!(
+            without_heartbeats(&a),
+            without_heartbeats(&at("2026-01-01T00:00:20Z", "True"))
+        );
+        assert_ne!(
+            without_heartbeats(&a),
+            without_heartbeats(&at("2026-01-01T00:00:20Z", "False"))
+        );
     }
 }

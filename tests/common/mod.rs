@@ -2,6 +2,7 @@
 //! private data directory and a free port on 127.0.0.1.
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -454,7 +455,7 @@ fn spawn(dir: &Path, port: u16, kubeconfig: &Path, extra_args: &[String]) -> Chi
 }
 
 /// SIGKILL by PID, then reap.
-fn kill_and_wait(child: &mut Child) {
+pub fn kill_and_wait(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -628,4 +629,136 @@ pub fn container_status<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_j
         .as_array()
         .and_then(|a| a.iter().find(|c| c["name"] == name))
         .unwrap_or(&serde_json::Value::Null)
+}
+
+/// A `skiff agent` process with its own data dir; killed by PID and its
+/// leftovers removed with `skiff killall` when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub kubelet_port: u16,
+}
+
+impl Agent {
+    /// Starts `skiff agent <conn> --node-name <name> ... <extra>` with the
+    /// busybox archive in its air-gap image folder.
+    pub fn spawn(name: &str, conn: &[&str], extra: &[&str]) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-agent-")
+            .tempdir()
+            .expect("creating temp dir");
+        let images = dir.path().join("agent").join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        std::fs::write(images.join("busybox.tar"), busybox_archive()).unwrap();
+        let kubelet_port = pick_free_port();
+        let child = agent_command(dir.path(), name, kubelet_port, conn, extra)
+            .spawn()
+            .expect("spawning skiff agent");
+        Agent {
+            child,
+            dir,
+            name: name.to_string(),
+            kubelet_port,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the Node is Ready with a pod CIDR; returns it.
+    pub fn wait_ready(&mut self, s: &Server) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "skiff agent exited with {status}\n--- agent log ---\n{}",
+                    self.log()
+                );
+            }
+            let out = s.kubectl(&["get", "node", &self.name, "-o", "json"]);
+            if out.status.success() {
+                let node: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let cidr = node["spec"]["podCIDR"].as_str().unwrap_or("");
+                if condition(&node, "Ready")["status"] == "True" && cidr.starts_with("10.42.") {
+                    return node;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "node {} not Ready\n--- agent log ---\n{}\n--- server log ---\n{}",
+                    self.name,
+                    self.log(),
+                    s.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        kill_and_wait(&mut self.child);
+        // Containers, the keeper, mounts, the bridge and nftables go too.
+        let _ = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["killall", "--data-dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+pub fn agent_command(dir: &Path, name: &str, port: u16, conn: &[&str], extra: &[&str]) -> Command {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+        .expect("opening agent.log");
+    let log2 = log.try_clone().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    cmd.arg("agent")
+        .args(conn)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--node-name", name, "--node-ip", "127.0.0.1"])
+        .args(["--kubelet-port", &port.to_string()])
+        // Hermetic: no host registries.yaml.
+        .arg("--private-registry")
+        .arg(dir.join("no-registries.yaml"))
+        .args(extra)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // Settings from the environment would override the test's.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKIFF_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+pub fn join_token(s: &Server) -> String {
+    std::fs::read_to_string(s.dir.path().join("server").join("token"))
+        .expect("reading the server's join token")
+        .trim()
+        .to_string()
+}
+
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
 }
