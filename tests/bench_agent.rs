@@ -361,24 +361,38 @@ async fn bench_standalone_agent_memory() {
     let s = Server::start_with(&[]);
     let token = common::join_token(&s);
     let url = s.url();
-    let mut agent = common::Agent::spawn("bench-node", &["--server", &url, "--token", &token], &[]);
+    // The agent runs from its own copy of the binary, as on a machine of
+    // its own: no page of it is shared with the server's process.
+    let bin_dir = tempfile::Builder::new()
+        .prefix("skiff-bench-bin-")
+        .tempdir()
+        .unwrap();
+    let bin = bin_dir.path().join("skiff");
+    std::fs::copy(env!("CARGO_BIN_EXE_skiff"), &bin).unwrap();
+    let mut agent = common::Agent::spawn_binary(
+        Some(&bin),
+        "bench-node",
+        &["--server", &url, "--token", &token],
+        &[],
+    );
     tokio::task::block_in_place(|| agent.wait_ready(&s));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = |what: &str| {
         let (rss, anon, file) = mem_kib(agent.pid());
-        let keeper = keeper_pid(agent.dir.path())
-            .map(mem_kib)
-            .unwrap_or((0, 0, 0));
+        let keeper = keeper_pid(agent.dir.path());
+        let (k_rss, k_anon, k_file) = keeper.map(mem_kib).unwrap_or((0, 0, 0));
+        // The two processes share the binary's pages: PSS counts them once.
+        let pss = pss_kib(agent.pid()) + keeper.map(pss_kib).unwrap_or(0);
         println!(
-            "standalone agent {what}: agent RSS {:.1} MiB (anon {:.1}, file {:.1}), keeper RSS {:.1} MiB (anon {:.1}, file {:.1}); total RSS {:.1} MiB, anon {:.1} MiB",
+            "standalone agent {what}: agent RSS {:.1} MiB (anon {:.1}, binary/file {:.1}), keeper RSS {:.1} MiB (anon {:.1}, file {:.1}); agent+keeper PSS {:.1} MiB, anon {:.1} MiB",
             mib(rss),
             mib(anon),
             mib(file),
-            mib(keeper.0),
-            mib(keeper.1),
-            mib(keeper.2),
-            mib(rss + keeper.0),
-            mib(anon + keeper.1),
+            mib(k_rss),
+            mib(k_anon),
+            mib(k_file),
+            mib(pss),
+            mib(anon + k_anon),
         );
     };
     report("idle");

@@ -644,6 +644,12 @@ impl Agent {
     /// Starts `skiff agent <conn> --node-name <name> ... <extra>` with the
     /// busybox archive in its air-gap image folder.
     pub fn spawn(name: &str, conn: &[&str], extra: &[&str]) -> Agent {
+        Agent::spawn_binary(None, name, conn, extra)
+    }
+
+    /// [`Agent::spawn`] running `binary` instead of the test build (a copy,
+    /// so a benchmark's agent shares no pages with the server's).
+    pub fn spawn_binary(binary: Option<&Path>, name: &str, conn: &[&str], extra: &[&str]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("skiff-agent-")
             .tempdir()
@@ -652,7 +658,18 @@ impl Agent {
         std::fs::create_dir_all(&images).unwrap();
         std::fs::write(images.join("busybox.tar"), busybox_archive()).unwrap();
         let kubelet_port = pick_free_port();
-        let child = agent_command(dir.path(), name, kubelet_port, conn, extra)
+        let mut cmd = agent_command(dir.path(), name, kubelet_port, conn, extra);
+        if let Some(bin) = binary {
+            cmd = rebase_command(&cmd, bin);
+            let log = File::options()
+                .append(true)
+                .open(dir.path().join("agent.log"))
+                .expect("opening agent.log");
+            cmd.stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+        }
+        let child = cmd
             .spawn()
             .expect("spawning skiff agent");
         Agent {
@@ -761,4 +778,17 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .unwrap_or(&Value::Null)
+}
+
+/// `cmd` with another program: same arguments, environment and log files.
+fn rebase_command(cmd: &Command, program: &Path) -> Command {
+    let mut out = Command::new(program);
+    out.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => out.env(k, v),
+            None => out.env_remove(k),
+        };
+    }
+    out
 }
