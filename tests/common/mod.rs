@@ -669,9 +669,7 @@ impl Agent {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log);
         }
-        let child = cmd
-            .spawn()
-            .expect("spawning skiff agent");
+        let child = cmd.spawn().expect("spawning skiff agent");
         Agent {
             child,
             dir,
