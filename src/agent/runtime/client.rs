@@ -245,7 +245,10 @@ impl Runtime {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        let (tx, _) = broadcast::channel(4096);
+        // Every pod worker hears every exit; one that falls behind gets
+        // `Lagged` and resyncs from the runtime's list, so a short buffer
+        // (slots are allocated up front) is enough.
+        let (tx, _) = broadcast::channel(256);
         // Subscribed before returning: no exit after this call is missed.
         let first = subscribe_conn(&sock).await?;
         let task = tokio::spawn(event_loop(sock.clone(), first, tx.clone()));
