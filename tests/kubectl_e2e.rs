@@ -552,10 +552,12 @@ fn delete_cascades_and_namespace_empties() {
     // Foreground: kubectl waits until dependents are gone, then the owner.
     s.kubectl_ok(&["create", "configmap", "owner3"]);
     let uid3 = s.kubectl_ok(&["get", "cm", "owner3", "-o", "jsonpath={.metadata.uid}"]);
+    // Controllers set blockOwnerDeletion on what they create.
     let dep3 = dependent
         .replace("name: dep\n", "name: dep3\n")
         .replace("name: owner\n", "name: owner3\n")
-        .replace(&uid, &uid3);
+        .replace(&uid, &uid3)
+        .replace("    uid: ", "    blockOwnerDeletion: true\n    uid: ");
     assert!(
         s.kubectl_stdin(&["create", "-f", "-"], &dep3)
             .status
@@ -569,6 +571,85 @@ fn delete_cascades_and_namespace_empties() {
         "--timeout=10s",
     ]);
     assert!(!s.kubectl(&["get", "cm", "dep3"]).status.success());
+    // Foreground with a dependent a finalizer holds: a blockOwnerDeletion
+    // dependent keeps the owner until it is gone; one without does not.
+    let held = |name: &str, owner: &str, owner_uid: &str, block: bool| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  finalizers: [example.com/hold]\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {owner_uid}\n    blockOwnerDeletion: {block}\n"
+        )
+    };
+    let gone_within = |args: &[&str], secs: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while s.kubectl(args).status.success() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        true
+    };
+    let unhold = |name: &str| {
+        s.kubectl_ok(&[
+            "patch",
+            "cm",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    };
+    s.kubectl_ok(&["create", "configmap", "owner4"]);
+    let uid4 = s.kubectl_ok(&["get", "cm", "owner4", "-o", "jsonpath={.metadata.uid}"]);
+    s.kubectl_stdin_ok(
+        &["create", "-f", "-"],
+        &held("dep4", "owner4", &uid4, false),
+    );
+    s.kubectl_ok(&[
+        "delete",
+        "cm",
+        "owner4",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    assert!(
+        gone_within(&["get", "cm", "owner4"], 10),
+        "a non-blocking dependent held its owner"
+    );
+    let dep4 = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "dep4",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!dep4.trim().is_empty(), "the dependent was not deleted");
+    unhold("dep4");
+    assert!(gone_within(&["get", "cm", "dep4"], 10));
+    s.kubectl_ok(&["create", "configmap", "owner5"]);
+    let uid5 = s.kubectl_ok(&["get", "cm", "owner5", "-o", "jsonpath={.metadata.uid}"]);
+    s.kubectl_stdin_ok(&["create", "-f", "-"], &held("dep5", "owner5", &uid5, true));
+    s.kubectl_ok(&[
+        "delete",
+        "cm",
+        "owner5",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let owner5 = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "owner5",
+        "-o",
+        "jsonpath={.metadata.finalizers}",
+    ]);
+    assert!(owner5.contains("foregroundDeletion"), "{owner5}");
+    unhold("dep5");
+    assert!(gone_within(&["get", "cm", "dep5"], 10));
+    assert!(
+        gone_within(&["get", "cm", "owner5"], 10),
+        "owner kept after its blocking dependent went"
+    );
     // Namespace deletion empties, then removes, the namespace.
     s.kubectl_ok(&["delete", "namespace", "gone", "--timeout=20s"]);
     assert!(!s.kubectl(&["get", "namespace", "gone"]).status.success());

@@ -35,8 +35,9 @@ pub struct Meta {
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
     pub finalizers: Vec<Box<str>>,
-    /// The `uid`s of `metadata.ownerReferences`.
-    pub owner_uids: Vec<Box<str>>,
+    /// `metadata.ownerReferences`: each owner's uid and whether the
+    /// reference has `blockOwnerDeletion: true`.
+    pub owners: Vec<(Box<str>, bool)>,
     pub labels: Option<Map<String, Value>>,
     /// The kind's selectable fields beyond name and namespace
     /// (`spec.nodeName`, `status.phase`, ...), formatted as upstream.
@@ -97,12 +98,15 @@ impl Meta {
             uid: s(field("uid")),
             deleting: field("deletionTimestamp").is_some_and(|v| !v.is_null()),
             finalizers: strs(field("finalizers")),
-            owner_uids: field("ownerReferences")
+            owners: field("ownerReferences")
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
-                        .filter_map(|r| r.get("uid").and_then(Value::as_str))
-                        .map(Box::from)
+                        .filter_map(|r| {
+                            let uid = r.get("uid").and_then(Value::as_str)?;
+                            let block = r.get("blockOwnerDeletion") == Some(&Value::Bool(true));
+                            Some((Box::from(uid), block))
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -258,14 +258,14 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
     // Owners waiting on dependents.
     let mut blocking: std::collections::HashSet<String> = Default::default();
     for (info, o) in &all {
-        let refs = &o.meta.owner_uids;
+        let refs = &o.meta.owners;
         if refs.is_empty() {
             continue;
         }
         let mut orphan_from = Vec::new();
         let mut delete_me = false;
         let mut all_owners_gone = true;
-        for uid in refs {
+        for (uid, blocks_owner) in refs {
             let uid: &str = uid;
             match live_uids.get(uid) {
                 None => delete_me = true,
@@ -276,7 +276,11 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
                     if deleting && f.iter().any(|x| x == "orphan") {
                         orphan_from.push(uid.to_string());
                     } else if deleting && f.iter().any(|x| x == "foregroundDeletion") {
-                        blocking.insert(uid.to_string());
+                        // Every dependent goes; only those with
+                        // blockOwnerDeletion hold the owner back.
+                        if *blocks_owner {
+                            blocking.insert(uid.to_string());
+                        }
                         if !o.meta.deleting {
                             let t = Target {
                                 info: info.clone(),
@@ -343,14 +347,23 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
         }
         let f = finalizers(o);
         let uid = o.uid().unwrap_or("");
-        let has_dependents = all
-            .iter()
-            .any(|(_, d)| d.meta.owner_uids.iter().any(|r| **r == *uid));
+        let refs_to_me = |blocking_only: bool| {
+            all.iter().any(|(_, d)| {
+                d.meta
+                    .owners
+                    .iter()
+                    .any(|(r, block)| **r == *uid && (*block || !blocking_only))
+            })
+        };
+        let has_dependents = refs_to_me(false);
+        let has_blocking_dependents = refs_to_me(true);
         let mut new_f = f.clone();
         if f.iter().any(|x| x == "orphan") && !has_dependents {
             new_f.retain(|x| x != "orphan");
         }
-        if f.iter().any(|x| x == "foregroundDeletion") && !has_dependents && !blocking.contains(uid)
+        if f.iter().any(|x| x == "foregroundDeletion")
+            && !has_blocking_dependents
+            && !blocking.contains(uid)
         {
             new_f.retain(|x| x != "foregroundDeletion");
         }
