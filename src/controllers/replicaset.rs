@@ -159,17 +159,53 @@ impl ReplicaOwner for ReplicaSet {
 /// Runs the ReplicaSet and ReplicationController controllers until
 /// cancelled, both on one subscription to the shared pod informer.
 pub async fn run(client: Client, pods: Subscription<Pod>) {
-    let store = pods.store();
-    let (rs, rs_run) = Manager::<ReplicaSet>::start(client.clone(), store.clone());
+    let seen = PodsSeen {
+        store: pods.store(),
+        applied: pods.applied(),
+        handled: tokio::sync::watch::channel(0).0,
+    };
+    let (rs, rs_run) = Manager::<ReplicaSet>::start(client.clone(), seen.clone());
     let (rc, rc_run) =
-        Manager::<k8s_openapi::api::core::v1::ReplicationController>::start(client, store);
+        Manager::<k8s_openapi::api::core::v1::ReplicationController>::start(client, seen.clone());
     // Each change reaches the handlers after the shared store applied it.
     let pod_handlers = pods.changes().for_each(|change| {
         rs.on_pod(&change);
         rc.on_pod(&change);
+        let rv = informer::rv_of(&change.object().metadata);
+        seen.handled.send_modify(|h| *h = (*h).max(rv));
         futures::future::ready(())
     });
     tokio::join!(pod_handlers, rs_run, rc_run);
+}
+
+/// The shared pod store, and how far the pod handlers (expectations) have
+/// followed it. A sync counts pods only once the handlers have seen every
+/// pod the store holds, as upstream waits for its handlers' `HasSynced`:
+/// otherwise pods the store already shows could still arrive as
+/// "creations observed" and satisfy the expectations of the sync's own
+/// creates before those are in the store.
+#[derive(Clone)]
+pub struct PodsSeen {
+    pub store: Store<Pod>,
+    applied: Arc<std::sync::atomic::AtomicU64>,
+    handled: tokio::sync::watch::Sender<u64>,
+}
+
+impl PodsSeen {
+    /// Waits until the store is ready and the handlers have caught up
+    /// with what it had applied when called.
+    async fn caught_up(&self) -> Result<(), Error> {
+        self.store
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheGone)?;
+        let target = self.applied.load(std::sync::atomic::Ordering::SeqCst);
+        let mut rx = self.handled.subscribe();
+        rx.wait_for(|h| *h >= target)
+            .await
+            .map_err(|_| Error::CacheGone)?;
+        Ok(())
+    }
 }
 
 /// The controller for one ReplicaSet-like kind.
@@ -177,6 +213,7 @@ pub struct Manager<K: ReplicaOwner> {
     client: Client,
     owners: Store<K>,
     pods: Store<Pod>,
+    pods_seen: PodsSeen,
     expectations: Expectations,
     backoff: Backoff,
     trigger: UnboundedSender<ObjectRef<K>>,
@@ -188,14 +225,15 @@ impl<K: ReplicaOwner> Manager<K> {
     /// and its reconcile loop (kube-runtime's `applier`).
     pub fn start(
         client: Client,
-        pods: Store<Pod>,
+        pods_seen: PodsSeen,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()> + Send) {
         let (owners, writer) = reflector::store::<K>();
         let (trigger, queue) = podcontrol::queue::<K>();
         let mgr = Arc::new(Manager {
             client: client.clone(),
             owners: owners.clone(),
-            pods,
+            pods: pods_seen.store.clone(),
+            pods_seen,
             expectations: Expectations::default(),
             backoff: Backoff::default(),
             trigger,
@@ -361,10 +399,7 @@ impl<K: ReplicaOwner> Manager<K> {
 
     /// One sync of one owner (upstream `syncReplicaSet`).
     async fn reconcile(self: Arc<Self>, owner: Arc<K>) -> Result<Action, Error> {
-        self.pods
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheGone)?;
+        self.pods_seen.caught_up().await?;
         let key = key_of(owner.as_ref());
         // Read the expectations before the pods: a pod observed in between
         // is then in the list we count.
