@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::network::nft;
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -174,7 +175,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) {
 async fn existing_objects(table: &str) -> BTreeSet<String> {
     let table = table.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(nft_program())
+        std::process::Command::new(nft::nft_program())
             .args(["-j", "list", "table", "ip", &table])
             .output()
     })
@@ -199,34 +200,10 @@ async fn existing_objects(table: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn nft_program() -> &'static str {
-    // PATH may lack /usr/sbin when started from a user session.
-    if std::path::Path::new("/usr/sbin/nft").exists() {
-        "/usr/sbin/nft"
-    } else {
-        "nft"
-    }
-}
-
 async fn apply(rules: nftables::schema::Nftables<'static>) -> Result<()> {
-    let payload = rules::to_json(&rules).to_string();
-    tokio::task::spawn_blocking(move || {
-        nftables::helper::apply_ruleset_raw(
-            &payload,
-            Some(nft_program()),
-            nftables::helper::DEFAULT_ARGS,
-        )
-        .map(drop)
-        .map_err(|e| match e {
-            nftables::helper::NftablesError::NftFailed { stderr, .. } if !stderr.is_empty() => {
-                anyhow::anyhow!("nft failed: {}", stderr.trim())
-            }
-            e => anyhow::Error::new(e),
-        })
-    })
-    .await
-    .context("nft task")?
-    .context("applying the service proxy's ruleset")
+    nft::apply_json(rules::to_json(&rules).to_string())
+        .await
+        .context("applying the service proxy's ruleset")
 }
 
 /// Deletes the proxy's table (for `skiff killall`).

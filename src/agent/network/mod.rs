@@ -9,7 +9,7 @@
 mod ipam;
 mod link;
 mod netns;
-mod nft;
+pub(crate) mod nft;
 mod sysctl;
 #[cfg(test)]
 mod tests;

@@ -232,8 +232,9 @@ pub fn delete(name: &str) -> Nftables<'static> {
     b.to_nftables()
 }
 
-fn nft_program() -> &'static str {
-    // PATH may lack /usr/sbin when started from a user session.
+/// The nft binary (PATH may lack /usr/sbin when started from a user
+/// session).
+pub fn nft_program() -> &'static str {
     if std::path::Path::new("/usr/sbin/nft").exists() {
         "/usr/sbin/nft"
     } else {
@@ -242,12 +243,21 @@ fn nft_program() -> &'static str {
 }
 
 pub async fn apply(rules: Nftables<'static>) -> Result<()> {
+    let payload = serde_json::to_string(&rules).context("encoding nftables ruleset")?;
+    apply_json(payload)
+        .await
+        .context("applying nftables ruleset")
+}
+
+/// Runs one nft transaction given as its JSON document (`nft -j -f -`).
+pub async fn apply_json(payload: String) -> Result<()> {
     tokio::task::spawn_blocking(move || {
-        nftables::helper::apply_ruleset_with_args(
-            &rules,
+        nftables::helper::apply_ruleset_raw(
+            &payload,
             Some(nft_program()),
             nftables::helper::DEFAULT_ARGS,
         )
+        .map(drop)
         .map_err(|e| match e {
             // The helper lets nft's stderr through to ours, so it is often empty.
             nftables::helper::NftablesError::NftFailed { stderr, .. } if !stderr.is_empty() => {
@@ -258,5 +268,4 @@ pub async fn apply(rules: Nftables<'static>) -> Result<()> {
     })
     .await
     .context("nft task")?
-    .context("applying nftables ruleset")
 }
