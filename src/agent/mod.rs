@@ -117,9 +117,10 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) -> Result<()> {
         .context("setting up the pod network")?;
     node::network_ready(&client, &cfg).await;
     let proxy_config = crate::proxy::ProxyConfig::from_agent(&cfg, &pod_cidr);
-    tokio::spawn(crate::proxy::run(client.clone(), proxy_config));
+    let services = crate::proxy::ServiceWatch::start(client.clone());
+    tokio::spawn(crate::proxy::run(services.clone(), proxy_config));
     if let Some(dns_config) = crate::dns::DnsConfig::from_agent(&cfg, &pod_cidr) {
-        tokio::spawn(crate::dns::run(client.clone(), dns_config));
+        tokio::spawn(crate::dns::run(services, dns_config));
     }
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone()));
     tokio::spawn(image_gc(

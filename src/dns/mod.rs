@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::proxy::ServiceWatch;
 use anyhow::{Context, Result};
 use hickory_server::proto::op::{Message, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
@@ -19,7 +20,6 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use tokio::sync::Notify;
 
 use names::Name;
 
@@ -119,20 +119,10 @@ fn snapshot(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Snapsho
         snap.services.insert((ns, name), entry);
     }
     for sl in slices {
-        if sl.address_type != "IPv4" {
-            continue;
-        }
-        let (Some(ns), Some(svc)) = (
-            sl.metadata.namespace.clone(),
-            sl.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .cloned(),
-        ) else {
+        let Some(key) = crate::proxy::model::ipv4_slice_service(sl) else {
             continue;
         };
-        let Some(entry) = snap.services.get_mut(&(ns, svc)) else {
+        let Some(entry) = snap.services.get_mut(&key) else {
             continue;
         };
         for ep in &sl.endpoints {
@@ -407,26 +397,27 @@ async fn send<'a, R: ResponseHandler>(
 }
 
 /// Serves cluster DNS until the process ends.
-pub async fn run(client: kube::Client, cfg: DnsConfig) {
-    if let Err(e) = serve(client, cfg).await {
+pub async fn run(watch: ServiceWatch, cfg: DnsConfig) {
+    if let Err(e) = serve(watch, cfg).await {
         tracing::error!("cluster DNS: {e:#}");
     }
 }
 
-async fn serve(client: kube::Client, cfg: DnsConfig) -> Result<()> {
-    let notify = Arc::new(Notify::new());
-    let services = crate::proxy::watch::<Service>(kube::Api::all(client.clone()), notify.clone());
-    let slices = crate::proxy::watch::<EndpointSlice>(kube::Api::all(client), notify.clone());
+async fn serve(watch: ServiceWatch, cfg: DnsConfig) -> Result<()> {
     let snap = Arc::new(RwLock::new(Snapshot::default()));
     {
         let snap = snap.clone();
+        let mut changed = watch.changes();
         tokio::spawn(async move {
-            let _ = services.wait_until_ready().await;
-            let _ = slices.wait_until_ready().await;
+            if !watch.ready().await {
+                return;
+            }
             loop {
-                let next = snapshot(&services.state(), &slices.state());
+                let next = snapshot(&watch.services.state(), &watch.slices.state());
                 *snap.write().unwrap_or_else(|e| e.into_inner()) = next;
-                notify.notified().await;
+                if changed.changed().await.is_err() {
+                    return;
+                }
                 // Coalesce bursts of changes.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -3,7 +3,7 @@
 //! step, one atomic `nft -j -f -` transaction per (debounced) change.
 //! See `rules.rs` for the table's layout.
 
-mod model;
+pub(crate) mod model;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::Notify;
 
 /// The proxy's table (family ip); nothing else writes it.
 pub const TABLE: &str = "skiff-proxy";
@@ -69,9 +68,44 @@ impl ProxyConfig {
     }
 }
 
-/// Keeps a reflector store of `K` filled; wakes `notify` on every change
+/// The cluster's Services and EndpointSlices, watched once per agent and
+/// read by both the service proxy and cluster DNS.
+#[derive(Clone)]
+pub struct ServiceWatch {
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    changed: tokio::sync::watch::Receiver<()>,
+}
+
+impl ServiceWatch {
+    pub fn start(client: kube::Client) -> ServiceWatch {
+        let (tx, changed) = tokio::sync::watch::channel(());
+        let tx = Arc::new(tx);
+        ServiceWatch {
+            services: watch::<Service>(kube::Api::all(client.clone()), tx.clone()),
+            slices: watch::<EndpointSlice>(kube::Api::all(client), tx),
+            changed,
+        }
+    }
+
+    /// Waits for both initial lists; false if a watch ended first.
+    pub async fn ready(&self) -> bool {
+        self.services.wait_until_ready().await.is_ok()
+            && self.slices.wait_until_ready().await.is_ok()
+    }
+
+    /// A receiver that sees each change once (bursts coalesce); each
+    /// reader takes its own.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        let mut rx = self.changed.clone();
+        rx.mark_unchanged();
+        rx
+    }
+}
+
+/// Keeps a reflector store of `K` filled; signals `changed` on every change
 /// once the initial list is complete.
-pub(crate) fn watch<K>(api: kube::Api<K>, notify: Arc<Notify>) -> Store<K>
+fn watch<K>(api: kube::Api<K>, changed: Arc<tokio::sync::watch::Sender<()>>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -89,8 +123,8 @@ where
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => notify.notify_one(),
-                Err(e) => tracing::debug!("proxy watch: {e}"),
+                Ok(_) => changed.send_replace(()),
+                Err(e) => tracing::debug!("service watch: {e}"),
             }
         }
     });
@@ -98,14 +132,13 @@ where
 }
 
 /// Runs the proxy until the process ends.
-pub async fn run(client: kube::Client, cfg: ProxyConfig) {
-    let notify = Arc::new(Notify::new());
-    let services = watch::<Service>(kube::Api::all(client.clone()), notify.clone());
-    let slices = watch::<EndpointSlice>(kube::Api::all(client), notify.clone());
-    if services.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
+pub async fn run(watch: ServiceWatch, cfg: ProxyConfig) {
+    let mut changed = watch.changes();
+    if !watch.ready().await {
         tracing::error!("service proxy: watches ended before their first list");
         return;
     }
+    let (services, slices) = (&watch.services, &watch.slices);
     let mut params = rules::Params {
         table: cfg.table.clone(),
         cluster_cidr: cfg.cluster_cidr,
@@ -148,7 +181,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) {
         // Wait for a change; meanwhile, remove what the last sync left stale.
         if !stale.is_empty() {
             tokio::select! {
-                _ = notify.notified() => {}
+                r = changed.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(CLEANUP_DELAY) => {
                     let (chains, sets): (Vec<String>, Vec<String>) =
                         stale.iter().cloned().partition(|n| !n.starts_with("affinity-"));
@@ -161,11 +194,13 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) {
                         Err(e) => tracing::warn!("service proxy cleanup failed: {e:#}"),
                     }
                     stale.clear();
-                    notify.notified().await;
+                    if changed.changed().await.is_err() {
+                        return;
+                    }
                 }
             }
-        } else {
-            notify.notified().await;
+        } else if changed.changed().await.is_err() {
+            return;
         }
         tokio::time::sleep(DEBOUNCE).await;
     }

@@ -87,6 +87,21 @@ fn ipv4(s: &str) -> Option<Ipv4Addr> {
 
 /// Every programmable service port. `node` filters endpoints of services
 /// with `internalTrafficPolicy: Local` to this node's.
+/// The (namespace, name) of the Service an IPv4 EndpointSlice belongs to.
+pub fn ipv4_slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
+    if slice.address_type != "IPv4" {
+        return None;
+    }
+    let ns = slice.metadata.namespace.clone()?;
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?
+        .clone();
+    Some((ns, svc))
+}
+
 pub fn service_ports(
     services: &[std::sync::Arc<Service>],
     slices: &[std::sync::Arc<EndpointSlice>],
@@ -95,19 +110,9 @@ pub fn service_ports(
     // (namespace, service) → slices
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
-        let (Some(ns), Some(svc)) = (
-            s.metadata.namespace.clone(),
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .cloned(),
-        ) else {
+        let Some((ns, svc)) = ipv4_slice_service(s) else {
             continue;
         };
-        if s.address_type != "IPv4" {
-            continue;
-        }
         by_service.entry((ns, svc)).or_default().push(s);
     }
     let mut out = Vec::new();
