@@ -54,24 +54,24 @@ fn running(p: &Pod) -> bool {
         })
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `Name:  N kB` line of a /proc file, in KiB.
+fn proc_kib(path: &str, name: &str) -> u64 {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(name))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Proportional set size: shared pages (the keeper is the same binary as
 /// the server) count once across the processes that share them.
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
 }
 
 fn keeper_pid(dir: &std::path::Path) -> Option<u32> {
@@ -87,6 +87,17 @@ fn keeper_pid(dir: &std::path::Path) -> Option<u32> {
         }
     }
     None
+}
+
+/// Deletes every pod at once (grace 0) and waits until they are gone.
+async fn delete_all(api: &Api<Pod>) {
+    api.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    wait_all_gone(api).await;
 }
 
 async fn wait_all_gone(api: &Api<Pod>) {
@@ -166,13 +177,7 @@ async fn bench_pod_start_latency_and_memory() {
     }
     let (p50, p99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
     println!("pod start latency, 100 pods one after another: p50 {p50:.1} ms, p99 {p99:.1} ms");
-    api.delete_collection(
-        &DeleteParams::default().grace_period(0),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    wait_all_gone(&api).await;
+    delete_all(&api).await;
 
     // 30 at once.
     let t0 = Instant::now();
@@ -221,13 +226,7 @@ async fn bench_pod_start_latency_and_memory() {
         busy_control_plane as f64 / 1024.0,
         (busy_server + busy_keeper).saturating_sub(busy_control_plane) as f64 / 1024.0
     );
-    api.delete_collection(
-        &DeleteParams::default().grace_period(0),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    wait_all_gone(&api).await;
+    delete_all(&api).await;
 
     // Baseline: runc run -d of the same image's files, 100 times.
     let bundle = tempfile::Builder::new()
@@ -336,15 +335,12 @@ async fn bench_100_replica_deployment_on_a_real_node() {
 
 /// (RSS, anonymous, file-backed) resident memory of a process, KiB.
 fn mem_kib(pid: u32) -> (u64, u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+    let status = format!("/proc/{pid}/status");
+    (
+        rss_kib(pid),
+        proc_kib(&status, "RssAnon:"),
+        proc_kib(&status, "RssFile:"),
+    )
 }
 
 fn mib(kib: u64) -> f64 {
@@ -415,11 +411,5 @@ async fn bench_standalone_agent_memory() {
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     report("with 30 pods");
-    api.delete_collection(
-        &DeleteParams::default().grace_period(0),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    wait_all_gone(&api).await;
+    delete_all(&api).await;
 }
