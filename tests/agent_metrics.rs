@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::Server;
 use serde_json::Value;
@@ -17,20 +17,8 @@ const FAST_HPA: &[&str] = &[
     "horizontal-pod-autoscaler-downscale-stabilization=10s",
 ];
 
-fn wait_for<T>(what: &str, secs: u64, s: &Server, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\n--- server log ---\n{}",
-                s.log_tail(60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn wait_for<T>(what: &str, secs: u64, s: &Server, f: impl FnMut() -> Option<T>) -> T {
+    s.wait_for(what, secs, f)
 }
 
 fn pod_running(s: &Server, name: &str) -> bool {

@@ -439,8 +439,8 @@ fn security_context_is_enforced() {
 fn pvc_on_a_host_path_pv_keeps_data_across_pods() {
     let s = Server::start_agent(&[]);
     let pvdir = s.dir.path().join("pv-data");
-    // No binder runs in skiff: the claim names its volume and the volume
-    // its claim, as a pre-bound pair.
+    // A pre-bound pair (the claim names its volume and the volume its
+    // claim), so the test does not wait on the binder's pass.
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         &format!(

@@ -74,16 +74,7 @@ spec:
 "#;
 
 fn wait_for(what: &str, secs: u64, s: &Server, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\n--- log ---\n{}",
-                s.log_tail(60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    s.wait_for(what, secs, || f().then_some(()))
 }
 
 fn jsonpath(s: &Server, args: &[&str], path: &str) -> String {

@@ -19,15 +19,7 @@ fn json(s: &Server, args: &[&str]) -> Value {
 }
 
 fn wait(s: &Server, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            s.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    s.wait_for(what, secs, || f().then_some(()))
 }
 
 const APP: &str = r#"

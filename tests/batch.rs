@@ -124,20 +124,8 @@ fn json(s: &Server, args: &[&str]) -> Value {
 }
 
 /// Polls `f` until it returns Some, failing after `secs` seconds.
-fn wait_for<T>(s: &Server, secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\n--- server log ---\n{}",
-                s.log_tail(60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_for<T>(s: &Server, secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    s.wait_for(what, secs, f)
 }
 
 fn apply(s: &Server, yaml: &str) {

@@ -5,26 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::Server;
 use serde_json::Value;
 
 /// Polls `f` every 250 ms until it returns Some, or panics after `secs`.
-fn wait_for<T>(s: &Server, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out after {secs}s waiting for {what}\n--- server log ---\n{}",
-                s.log_tail(60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_for<T>(s: &Server, what: &str, secs: u64, f: impl FnMut() -> Option<T>) -> T {
+    s.wait_for(what, secs, f)
 }
 
 /// `kubectl get ARGS -o json`, or None when kubectl fails (e.g. not found).

@@ -3,28 +3,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::Server;
 use serde_json::Value;
 
 const PODGROUP_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/podgroup-crd.yaml");
 
 /// Polls `f` until it returns Some or `secs` pass.
-fn wait_for<T>(secs: u64, what: &str, s: &Server, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\n--- server log ---\n{}",
-                s.log_tail(40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(secs: u64, what: &str, s: &Server, f: impl FnMut() -> Option<T>) -> T {
+    s.wait_for(what, secs, f)
 }
 
 fn get_json(s: &Server, args: &[&str]) -> Value {
