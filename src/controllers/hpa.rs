@@ -383,34 +383,56 @@ fn clamp_with_rules(
     max: i32,
 ) -> (i32, &'static str, &'static str) {
     let scale_up_limit = (2 * current).max(4);
-    let (maximum, cond, msg) = if max > scale_up_limit {
-        (
-            scale_up_limit,
-            "ScaleUpLimit",
-            "the desired replica count is increasing faster than the maximum scale rate",
-        )
-    } else {
-        (
-            max,
-            "TooManyReplicas",
-            "the desired replica count is more than the maximum replica count",
-        )
-    };
     if desired < min {
-        return (
-            min,
-            "TooFewReplicas",
-            "the desired replica count is less than the minimum replica count",
-        );
+        return (min, TOO_FEW.0, TOO_FEW.1);
     }
+    let (maximum, cond, msg) = upper_bound(scale_up_limit, max);
     if desired > maximum {
         return (maximum, cond, msg);
     }
-    (
-        desired,
-        "DesiredWithinRange",
-        "the desired count is within the acceptable range",
-    )
+    (desired, WITHIN_RANGE.0, WITHIN_RANGE.1)
+}
+
+/// The `ScalingLimited` reasons and messages, as upstream words them.
+const SCALE_UP_LIMIT: (&str, &str) = (
+    "ScaleUpLimit",
+    "the desired replica count is increasing faster than the maximum scale rate",
+);
+const TOO_MANY: (&str, &str) = (
+    "TooManyReplicas",
+    "the desired replica count is more than the maximum replica count",
+);
+const SCALE_DOWN_LIMIT: (&str, &str) = (
+    "ScaleDownLimit",
+    "the desired replica count is decreasing faster than the maximum scale rate",
+);
+const TOO_FEW: (&str, &str) = (
+    "TooFewReplicas",
+    "the desired replica count is less than the minimum replica count",
+);
+const WITHIN_RANGE: (&str, &str) = (
+    "DesiredWithinRange",
+    "the desired count is within the acceptable range",
+);
+
+/// The tighter of a rate limit and `maxReplicas` upward, with its reason.
+fn upper_bound(rate_limit: i32, max: i32) -> (i32, &'static str, &'static str) {
+    let (bound, (reason, msg)) = if max > rate_limit {
+        (rate_limit, SCALE_UP_LIMIT)
+    } else {
+        (max, TOO_MANY)
+    };
+    (bound, reason, msg)
+}
+
+/// The tighter of a rate limit and `minReplicas` downward, with its reason.
+fn lower_bound(rate_limit: i32, min: i32) -> (i32, &'static str, &'static str) {
+    let (bound, (reason, msg)) = if min < rate_limit {
+        (rate_limit, SCALE_DOWN_LIMIT)
+    } else {
+        (min, TOO_FEW)
+    };
+    (bound, reason, msg)
 }
 
 /// `stabilizeRecommendationWithBehaviors`: the recommendation kept within
@@ -509,46 +531,18 @@ fn clamp_with_behaviors(
 ) -> (i32, &'static str, &'static str) {
     if desired > current {
         let limit = rate_limit(mem, now, current, up, true).max(current);
-        let (maximum, reason, msg) = if max > limit {
-            (
-                limit,
-                "ScaleUpLimit",
-                "the desired replica count is increasing faster than the maximum scale rate",
-            )
-        } else {
-            (
-                max,
-                "TooManyReplicas",
-                "the desired replica count is more than the maximum replica count",
-            )
-        };
+        let (maximum, reason, msg) = upper_bound(limit, max);
         if desired > maximum {
             return (maximum, reason, msg);
         }
     } else if desired < current {
         let limit = rate_limit(mem, now, current, down, false).min(current);
-        let (minimum, reason, msg) = if min < limit {
-            (
-                limit,
-                "ScaleDownLimit",
-                "the desired replica count is decreasing faster than the maximum scale rate",
-            )
-        } else {
-            (
-                min,
-                "TooFewReplicas",
-                "the desired replica count is less than the minimum replica count",
-            )
-        };
+        let (minimum, reason, msg) = lower_bound(limit, min);
         if desired < minimum {
             return (minimum, reason, msg);
         }
     }
-    (
-        desired,
-        "DesiredWithinRange",
-        "the desired count is within the acceptable range",
-    )
+    (desired, WITHIN_RANGE.0, WITHIN_RANGE.1)
 }
 
 /// Records a rescale for the rate policies (only kept with `behavior`).
