@@ -576,16 +576,14 @@ fn log_tail(dir: &Path, lines: usize) -> String {
 
 /// Takes the agent-test lock (as [`Server::start_agent`] does): agents share
 /// the host's bridge and nftables table, so they run one at a time. Held
-/// until the returned file is dropped.
+/// until the returned file is dropped. The lock is machine-wide (not per
+/// target dir): two checkouts testing at once share the same bridge.
 pub fn agent_test_lock() -> File {
     let lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(concat!(
-            env!("CARGO_TARGET_TMPDIR"),
-            "/skiff-agent-tests.lock"
-        ))
+        .open("/run/skiff-agent-tests.lock")
         .expect("lock file");
     // SAFETY: flock on an fd we own; released when the File is dropped.
     unsafe {
