@@ -597,6 +597,81 @@ async fn seccomp_runtime_default() {
     env.shutdown().await;
 }
 
+/// Output and exit code of `sh -c script` exec'd in container `id`.
+async fn exec_sh(rt: &Runtime, id: &str, script: &str) -> (String, i32) {
+    let mut sess = rt
+        .exec(
+            id,
+            ExecSpec {
+                args: vec!["sh".into(), "-c".into(), script.into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (out, err) = tokio::join!(read_all(sess.stdout.take()), read_all(sess.stderr.take()));
+    (out + &err, sess.exit.await.unwrap())
+}
+
+/// The `Field:\tvalue` line of a /proc status text.
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim()
+}
+
+/// A process exec'd into a filtered container is filtered too (as runc
+/// does), and ends up with exactly the container's capabilities: as root
+/// (full effective set) and as a non-root user without no_new_privs, where
+/// installing the filter needs a capability the process must not keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_gets_the_container_seccomp_filter() {
+    let mut env = Env::new().await;
+    let rt = env.rt().clone();
+    for (id, uid) in [("root", 0), ("user", 1000)] {
+        let s = env.spec(id, &["sleep", "1000"], |c| {
+            c.uid = uid;
+            c.gid = uid;
+        });
+        rt.start(s).await.unwrap();
+        let (out, code) = exec_sh(&rt, id, "unshare -U true").await;
+        assert_ne!(code, 0, "{id}: unshare ran unfiltered: {out}");
+        assert!(out.contains("Operation not permitted"), "{id}: {out}");
+        let (own, code) = exec_sh(&rt, id, "cat /proc/self/status").await;
+        assert_eq!(code, 0, "{own}");
+        let (init, _) = exec_sh(&rt, id, "cat /proc/1/status").await;
+        assert_eq!(status_field(&own, "Seccomp"), "2", "{id}: {own}");
+        assert_eq!(
+            status_field(&own, "Uid").split_whitespace().next(),
+            Some(&*uid.to_string())
+        );
+        for field in [
+            "CapBnd",
+            "CapEff",
+            "CapPrm",
+            "CapInh",
+            "CapAmb",
+            "NoNewPrivs",
+        ] {
+            assert_eq!(
+                status_field(&own, field),
+                status_field(&init, field),
+                "{id}: {field} of the exec'd process differs from the container's"
+            );
+        }
+    }
+    // Unconfined containers exec unconfined processes.
+    let s = env.spec("unconfined", &["sleep", "1000"], |c| {
+        c.seccomp_runtime_default = false
+    });
+    rt.start(s).await.unwrap();
+    let (out, code) = exec_sh(&rt, "unconfined", "unshare -U true").await;
+    assert_eq!(code, 0, "{out}");
+    env.shutdown().await;
+}
+
 /// A keeper that died (SIGKILL) leaves containers nobody reaps or logs:
 /// the next keeper kills and deletes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

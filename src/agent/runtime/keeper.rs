@@ -70,6 +70,70 @@ fn dev_null() -> Result<OwnedFd> {
     Ok(File::open("/dev/null")?.into())
 }
 
+/// Installs a container's seccomp filter in a process it execs, as runc
+/// does: libcontainer 0.7's tenant builder rebuilds `linux` without
+/// `seccomp`, so the exec'd process would otherwise run unfiltered.
+///
+/// libcontainer calls the executor last, after it has dropped capabilities.
+/// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so the
+/// process is started with CAP_SYS_ADMIN and CAP_SETPCAP added; the executor
+/// installs the filter, then drops to the container's own capability sets
+/// before `execve`. The filter allows `prctl` and `capset`, so the drop
+/// still works once it is in place.
+#[derive(Clone)]
+struct ExecSeccomp {
+    seccomp: libcontainer::oci_spec::runtime::LinuxSeccomp,
+    caps: libcontainer::oci_spec::runtime::LinuxCapabilities,
+}
+
+impl ExecSeccomp {
+    const EXTRA: [&str; 2] = ["CAP_SYS_ADMIN", "CAP_SETPCAP"];
+
+    /// Reads the filter and the process's own capabilities from the
+    /// container's config, and widens `process`'s sets for the install.
+    fn prepare(seccomp: &serde_json::Value, process: &mut serde_json::Value) -> Result<Self> {
+        let seccomp = serde_json::from_value(seccomp.clone()).context("container seccomp")?;
+        let caps = serde_json::from_value(process["capabilities"].clone())
+            .context("container capabilities")?;
+        for set in ["bounding", "effective", "permitted"] {
+            let list = &mut process["capabilities"][set];
+            if !list.is_array() {
+                *list = serde_json::json!([]);
+            }
+            let list = list.as_array_mut().expect("an array");
+            for cap in Self::EXTRA {
+                if !list.iter().any(|c| c == cap) {
+                    list.push(cap.into());
+                }
+            }
+        }
+        Ok(ExecSeccomp { seccomp, caps })
+    }
+}
+
+impl libcontainer::workload::Executor for ExecSeccomp {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError;
+        // Fails closed: an error here ends the process before its command.
+        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
+            .map_err(|e| ExecutorError::Other(format!("install seccomp filter: {e}")))?;
+        let syscall = libcontainer::syscall::syscall::create_syscall();
+        libcontainer::capabilities::drop_privileges(&self.caps, syscall.as_ref())
+            .map_err(|e| ExecutorError::Other(format!("drop capabilities: {e}")))?;
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+}
+
 /// libcontainer writes `process.oomScoreAdj` into the *calling* process
 /// (children inherit it); the keeper puts its own value back afterwards.
 struct OomAdjGuard(Option<String>);
@@ -970,6 +1034,12 @@ impl Keeper {
         if let Some(o) = process.as_object_mut() {
             o.remove("oomScoreAdj");
         }
+        // libcontainer's tenant spec drops `linux.seccomp`; the container's
+        // filter is installed by `ExecSeccomp` instead.
+        let seccomp = match cfg["linux"].get("seccomp") {
+            Some(v) => Some(ExecSeccomp::prepare(v, &mut process)?),
+            None => None,
+        };
         self.next_exec += 1;
         let pjson = self.exec_dir.join(format!("{}.json", self.next_exec));
         std::fs::write(&pjson, serde_json::to_vec(&process)?)?;
@@ -993,6 +1063,9 @@ impl Keeper {
             }
             agent_fds.push(out_r);
             agent_fds.push(err_r);
+        }
+        if let Some(x) = seccomp {
+            builder = builder.with_executor(x);
         }
         let built = {
             let _adj = OomAdjGuard::save();
