@@ -672,6 +672,86 @@ async fn exec_gets_the_container_seccomp_filter() {
     env.shutdown().await;
 }
 
+/// The pids the keeper holds pidfds for (from its fdinfo).
+fn keeper_pidfds(keeper: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{keeper}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        if target.to_string_lossy() != "anon_inode:[pidfd]" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{keeper}/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        if let Some(pid) = info.lines().find_map(|l| l.strip_prefix("Pid:")) {
+            pids.push(pid.trim().parse().unwrap());
+        }
+    }
+    pids.sort();
+    pids
+}
+
+/// The keeper watches and reaps container inits and exec processes through
+/// pidfds: one per live process, closed once its exit is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_are_reaped_through_pidfds() {
+    let mut env = Env::new().await;
+    let rt = env.rt().clone();
+    let keeper = rt.keeper_pid().unwrap();
+    let mut ev = rt.subscribe();
+    let a = rt
+        .start(env.spec("a", &["sleep", "1000"], |_| {}))
+        .await
+        .unwrap();
+    let b = rt
+        .start(env.spec("b", &["sleep", "1000"], |_| {}))
+        .await
+        .unwrap();
+    let mut sess = rt
+        .exec(
+            "a",
+            ExecSpec {
+                args: vec!["cat".into()],
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let held = keeper_pidfds(keeper);
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(held.contains(&a.pid) && held.contains(&b.pid), "{held:?}");
+    let exec_pid = *held.iter().find(|p| ![a.pid, b.pid].contains(p)).unwrap();
+
+    // b's init is killed: its exit is reported, its pidfd closed.
+    rt.signal("b", libc::SIGKILL).await.unwrap();
+    let exit = wait_exit(&mut ev, "b").await.exit.unwrap();
+    assert_eq!(
+        (exit.code, exit.signal),
+        (128 + libc::SIGKILL, Some(libc::SIGKILL))
+    );
+    let mut want = vec![a.pid, exec_pid];
+    want.sort();
+    assert_eq!(keeper_pidfds(keeper), want);
+    // The exec ends at stdin EOF with its status.
+    drop(sess.stdin.take());
+    assert_eq!(sess.exit.await.unwrap(), 0);
+    assert_eq!(keeper_pidfds(keeper), vec![a.pid]);
+    // Nothing is left a zombie.
+    for pid in [b.pid, exec_pid] {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} not reaped"
+        );
+    }
+    env.shutdown().await;
+}
+
 /// A keeper that died (SIGKILL) leaves containers nobody reaps or logs:
 /// the next keeper kills and deletes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,13 @@
 //! them, owns their output pipes (CRI logs) and outlives agent restarts.
 //!
 //! Everything is one `poll(2)` loop: the listening socket, clients, output
-//! pipes and a SIGCHLD self-pipe. Only libcontainer calls block (a few ms).
+//! pipes, a pidfd per container init and exec process (reaped through it
+//! with `waitid(P_PIDFD)`), and a SIGCHLD self-pipe for libcontainer's
+//! short-lived helpers. Only libcontainer calls block (a few ms).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -24,7 +26,7 @@ use nix::fcntl::OFlag;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen, socket,
 };
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use super::logs::{CriLog, LineSplitter, Rotation};
@@ -252,6 +254,9 @@ struct Keeper {
     ctrs: BTreeMap<String, Ctr>,
     /// Exec pid → the client waiting for its exit code.
     execs: HashMap<i32, Option<u64>>,
+    /// A pidfd for every container init and exec process still unreaped:
+    /// each one's exit wakes the poll loop and is reaped through it.
+    pidfds: HashMap<i32, OwnedFd>,
     next_exec: u64,
     rotation: Rotation,
     exiting: Option<Instant>,
@@ -364,6 +369,7 @@ pub fn run(state_dir: &Path) -> Result<()> {
         next_client: 0,
         ctrs: BTreeMap::new(),
         execs: HashMap::new(),
+        pidfds: HashMap::new(),
         next_exec: 0,
         rotation: Rotation::from_env(),
         exiting: None,
@@ -486,6 +492,16 @@ fn kill_cgroup(path: &str) {
     spec::remove_cgroup(path);
 }
 
+/// A pidfd for `pid` (readable once it has exited). Opened while the
+/// process is our unreaped child, so the pid cannot have been reused.
+fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_open {pid}"));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Waits (bounded) for a killed child.
 fn reap_pid(pid: i32, timeout: Duration) -> Option<WaitStatus> {
     let deadline = Instant::now() + timeout;
@@ -515,6 +531,7 @@ fn exit_of(ws: WaitStatus) -> Option<(i32, i32, Option<i32>)> {
 enum Token {
     Listener,
     Sig,
+    Exited(i32),
     Client(u64),
     Out(String, usize),
 }
@@ -548,6 +565,9 @@ impl Keeper {
                     ev |= libc::POLLOUT;
                 }
                 add(Token::Client(*id), c.fd.as_raw_fd(), ev);
+            }
+            for (pid, fd) in &self.pidfds {
+                add(Token::Exited(*pid), fd.as_raw_fd(), libc::POLLIN);
             }
             for (id, c) in &self.ctrs {
                 for (i, o) in c.outs.iter().enumerate() {
@@ -604,10 +624,12 @@ impl Keeper {
                             self.read_client(*id);
                         }
                     }
+                    Token::Exited(pid) => self.reap_pidfd(*pid),
                     Token::Out(..) => {}
                 }
             }
-            // Also on timeout: a SIGCHLD lost to a full pipe is harmless.
+            // Children without a pidfd (libcontainer's helpers); also on
+            // timeout: a SIGCHLD lost to a full pipe is harmless.
             self.reap();
             self.clients.retain(|_, c| !c.dead);
         }
@@ -921,6 +943,7 @@ impl Keeper {
             log_path: spec.log_path.clone(),
             exit: None,
         };
+        self.track(pid);
         self.ctrs.insert(
             spec.id.clone(),
             Ctr {
@@ -975,6 +998,7 @@ impl Keeper {
                 .container
                 .kill(Signal::try_from(libc::SIGKILL).expect("SIGKILL"), true);
             let pid = c.status.pid;
+            self.pidfds.remove(&pid);
             match reap_pid(pid, Duration::from_secs(10)).and_then(exit_of) {
                 Some((_, code, sig)) => self.record_exit(id, code, sig),
                 None => eprintln!("{} keeper: {id}: init {pid} did not die", now_rfc3339()),
@@ -1096,28 +1120,86 @@ impl Keeper {
             }
         }
         self.execs.insert(pid, Some(client));
+        self.track(pid);
         Ok((pid, agent_fds))
     }
 
+    /// Reaps the process behind pidfd `pid` if it has exited.
+    fn reap_pidfd(&mut self, pid: i32) {
+        let Some(fd) = self.pidfds.get(&pid) else {
+            return;
+        };
+        let ws = waitid(
+            Id::PIDFd(fd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        );
+        let (code, sig) = match ws {
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(ws) => match exit_of(ws) {
+                Some((_, code, sig)) => (code, sig),
+                None => return,
+            },
+            // Reaped by pid elsewhere (`kill_cgroup` after a SIGKILL).
+            Err(_) => (128 + libc::SIGKILL, Some(libc::SIGKILL)),
+        };
+        self.pidfds.remove(&pid);
+        self.exited(pid, code, sig);
+    }
+
+    /// Reaps children that have no pidfd. One with a pidfd (seen first
+    /// here, before its pidfd was polled) is reaped through it.
     fn reap(&mut self) {
         loop {
-            let ws = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            let peek = waitid(
+                Id::All,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+            );
+            let pid = match peek {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(ws) => match ws.pid() {
+                    Some(p) => p.as_raw(),
+                    None => return,
+                },
+            };
+            if self.pidfds.contains_key(&pid) {
+                self.reap_pidfd(pid);
+                continue;
+            }
+            let ws = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(ws) => ws,
             };
-            let Some((pid, code, sig)) = exit_of(ws) else {
-                continue;
-            };
-            let id = self
-                .ctrs
-                .iter()
-                .find(|(_, c)| c.status.pid == pid && c.status.exit.is_none())
-                .map(|(id, _)| id.clone());
-            if let Some(id) = id {
-                self.record_exit(&id, code, sig);
-            } else if let Some(Some(client)) = self.execs.remove(&pid) {
-                self.push(client, &Response::ExecExit(code), vec![]);
+            // An untracked child: nobody is waiting for its status, but a
+            // container whose pidfd could not be opened is still reported.
+            if let Some((pid, code, sig)) = exit_of(ws) {
+                self.exited(pid, code, sig);
             }
+        }
+    }
+
+    /// Reports the exit of container init or exec process `pid`.
+    fn exited(&mut self, pid: i32, code: i32, sig: Option<i32>) {
+        let id = self
+            .ctrs
+            .iter()
+            .find(|(_, c)| c.status.pid == pid && c.status.exit.is_none())
+            .map(|(id, _)| id.clone());
+        if let Some(id) = id {
+            self.record_exit(&id, code, sig);
+        } else if let Some(Some(client)) = self.execs.remove(&pid) {
+            self.push(client, &Response::ExecExit(code), vec![]);
+        }
+    }
+
+    /// Watches `pid` (a container init or exec process just created) for
+    /// its exit. Without a pidfd (a kernel before 5.3) the SIGCHLD path
+    /// still reaps it.
+    fn track(&mut self, pid: i32) {
+        match pidfd_open(pid) {
+            Ok(fd) => {
+                self.pidfds.insert(pid, fd);
+            }
+            Err(e) => eprintln!("{} keeper: {e:#}", now_rfc3339()),
         }
     }
 
