@@ -131,10 +131,22 @@ pub fn pod_resources(pod: &Pod) -> PodResources {
 /// Creates the pod's cgroup and writes its pod-level limits, before any
 /// container starts in it (containers' own limits must fit under them).
 pub fn apply_pod_cgroup(pod: &Pod) -> std::io::Result<()> {
-    let res = pod_resources(pod);
-    let path = pod_cgroup(pod);
+    write_pod_cgroup(
+        std::path::Path::new("/sys/fs/cgroup"),
+        crate::agent::runtime::spec::cgroup_v2(),
+        &pod_cgroup(pod),
+        &pod_resources(pod),
+    )
+}
+
+/// `apply_pod_cgroup` under the cgroup filesystem mounted at `root`.
+fn write_pod_cgroup(
+    root: &std::path::Path,
+    v2: bool,
+    path: &str,
+    res: &PodResources,
+) -> std::io::Result<()> {
     let rel = path.trim_start_matches('/');
-    let root = std::path::Path::new("/sys/fs/cgroup");
     let write = |file: std::path::PathBuf, value: String| -> std::io::Result<()> {
         std::fs::write(&file, &value).map_err(|e| {
             std::io::Error::new(
@@ -143,7 +155,7 @@ pub fn apply_pod_cgroup(pod: &Pod) -> std::io::Result<()> {
             )
         })
     };
-    if crate::agent::runtime::spec::cgroup_v2() {
+    if v2 {
         // Every ancestor must delegate cpu and memory to its children.
         let mut dir = root.to_path_buf();
         for part in rel.split('/') {
@@ -184,4 +196,82 @@ pub fn apply_pod_cgroup(pod: &Pod) -> std::io::Result<()> {
         res.memory_limit.unwrap_or(-1).to_string(),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const BURSTABLE: &str = r#"
+metadata: {name: p, uid: u1}
+spec:
+  containers:
+  - name: a
+    image: x
+    resources:
+      requests: {cpu: 250m, memory: 32Mi}
+      limits: {cpu: 500m, memory: 64Mi}
+  - name: b
+    image: x
+    resources:
+      requests: {cpu: 250m, memory: 32Mi}
+      limits: {cpu: 500m, memory: 64Mi}
+"#;
+
+    fn read(dir: &std::path::Path, file: &str) -> String {
+        std::fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    /// The values the kubelet writes: shares from requests (v2: converted
+    /// to a weight), a CFS quota and a memory limit from the summed limits.
+    #[test]
+    fn pod_cgroup_files_v1_and_v2() {
+        let p = pod(BURSTABLE);
+        let res = pod_resources(&p);
+        let path = pod_cgroup(&p);
+        assert_eq!(path, "/kubepods/burstable/podu1");
+
+        let v2 = tempfile::tempdir().unwrap();
+        write_pod_cgroup(v2.path(), true, &path, &res).unwrap();
+        let dir = v2.path().join("kubepods/burstable/podu1");
+        // 500m requested → 512 shares → weight 1 + (510 * 9999) / 262142.
+        assert_eq!(read(&dir, "cpu.weight"), "20");
+        assert_eq!(read(&dir, "cpu.max"), "100000 100000");
+        assert_eq!(read(&dir, "memory.max"), (128u64 << 20).to_string());
+        // Delegation from the root down.
+        for d in ["", "kubepods", "kubepods/burstable"] {
+            assert_eq!(
+                read(&v2.path().join(d), "cgroup.subtree_control"),
+                "+cpu +memory"
+            );
+        }
+
+        let v1 = tempfile::tempdir().unwrap();
+        write_pod_cgroup(v1.path(), false, &path, &res).unwrap();
+        let cpu = v1.path().join("cpu/kubepods/burstable/podu1");
+        assert_eq!(read(&cpu, "cpu.shares"), "512");
+        assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "100000");
+        assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+        let mem = v1.path().join("memory/kubepods/burstable/podu1");
+        assert_eq!(
+            read(&mem, "memory.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+    }
+
+    /// BestEffort: minimal weight, no quota, no memory limit.
+    #[test]
+    fn best_effort_pod_cgroup_v2() {
+        let p = pod("metadata: {name: p, uid: u2}\nspec: {containers: [{name: a, image: x}]}");
+        let v2 = tempfile::tempdir().unwrap();
+        write_pod_cgroup(v2.path(), true, &pod_cgroup(&p), &pod_resources(&p)).unwrap();
+        let dir = v2.path().join("kubepods/besteffort/podu2");
+        assert_eq!(read(&dir, "cpu.weight"), "1");
+        assert_eq!(read(&dir, "cpu.max"), "max 100000");
+        assert_eq!(read(&dir, "memory.max"), "max");
+    }
 }

@@ -601,9 +601,12 @@ fn read_u64(path: &Path) -> Option<u64> {
 /// working set = usage - inactive_file, as cAdvisor computes it.
 #[allow(dead_code)] // for node/pod metrics
 pub fn cgroup_usage(path: &str) -> Option<(u64, u64)> {
+    cgroup_usage_at(Path::new(CGROUP_ROOT), cgroup_v2(), path)
+}
+
+fn cgroup_usage_at(root: &Path, v2: bool, path: &str) -> Option<(u64, u64)> {
     let rel = path.trim_start_matches('/');
-    let root = Path::new(CGROUP_ROOT);
-    if cgroup_v2() {
+    if v2 {
         let dir = root.join(rel);
         let cpu_us = read_kv(&dir.join("cpu.stat"), "usage_usec")?;
         let usage = read_u64(&dir.join("memory.current")).unwrap_or(0);
@@ -619,9 +622,12 @@ pub fn cgroup_usage(path: &str) -> Option<(u64, u64)> {
 
 /// Whether the kernel OOM-killed a process of cgroup `path`.
 pub fn cgroup_oom_killed(path: &str) -> bool {
+    cgroup_oom_killed_at(Path::new(CGROUP_ROOT), cgroup_v2(), path)
+}
+
+fn cgroup_oom_killed_at(root: &Path, v2: bool, path: &str) -> bool {
     let rel = path.trim_start_matches('/');
-    let root = Path::new(CGROUP_ROOT);
-    let n = if cgroup_v2() {
+    let n = if v2 {
         read_kv(&root.join(rel).join("memory.events"), "oom_kill")
     } else {
         read_kv(
@@ -651,6 +657,51 @@ mod tests {
         c.capabilities_drop = vec!["SYS_ADMIN".into()];
         let caps = capabilities(&c);
         assert_eq!(caps.len(), ALL_CAPABILITIES.len() - 1);
+    }
+
+    /// What the kernel's v1 and v2 files say, read as cAdvisor and the
+    /// kubelet do (working set = usage - inactive file; OOM = oom_kill > 0).
+    #[test]
+    fn usage_and_oom_from_v1_and_v2_files() {
+        let v2 = tempfile::tempdir().unwrap();
+        let dir = v2.path().join("kubepods/podx/c");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "10000\n").unwrap();
+        std::fs::write(dir.join("memory.stat"), "anon 6000\ninactive_file 4000\n").unwrap();
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        let path = "/kubepods/podx/c";
+        assert_eq!(
+            cgroup_usage_at(v2.path(), true, path),
+            Some((1_500_000, 6000))
+        );
+        assert!(!cgroup_oom_killed_at(v2.path(), true, path));
+        std::fs::write(dir.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        assert!(cgroup_oom_killed_at(v2.path(), true, path));
+
+        let v1 = tempfile::tempdir().unwrap();
+        let cpu = v1.path().join("cpuacct/kubepods/podx/c");
+        let mem = v1.path().join("memory/kubepods/podx/c");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::write(cpu.join("cpuacct.usage"), "2500\n").unwrap();
+        std::fs::write(mem.join("memory.usage_in_bytes"), "9000\n").unwrap();
+        std::fs::write(
+            mem.join("memory.stat"),
+            "cache 1\ntotal_inactive_file 1000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(cgroup_usage_at(v1.path(), false, path), Some((2500, 8000)));
+        assert!(cgroup_oom_killed_at(v1.path(), false, path));
     }
 
     #[test]
