@@ -312,6 +312,18 @@ spec:
   - name: c
     image: busybox:test
     command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: seccomp}
+spec:
+  securityContext:
+    runAsUser: 1000
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "unshare -U true || echo init denied; exec sleep 3600"]
 "#;
 
 /// Bit `n` of a capability mask line (`CapEff:`) of /proc/self/status.
@@ -328,7 +340,14 @@ fn cap_bit(status: &str, line: &str, n: u32) -> bool {
 fn security_context_is_enforced() {
     let s = Server::start_agent(&[]);
     s.kubectl_stdin_ok(&["apply", "-f", "-"], SECURITY);
-    for p in ["ids", "readonly", "caps", "privileged", "sysctls"] {
+    for p in [
+        "ids",
+        "readonly",
+        "caps",
+        "privileged",
+        "sysctls",
+        "seccomp",
+    ] {
         wait_pod(&s, p, 60, "Ready", pod_ready);
     }
 
@@ -416,6 +435,27 @@ fn security_context_is_enforced() {
     );
     let out = exec_sh(&s, "caps", "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t");
     assert!(!out.status.success(), "mount allowed unprivileged");
+
+    // seccompProfile RuntimeDefault filters the container and what is
+    // exec'd into it (a user namespace needs no capability, only the
+    // filter stops it); without a profile, nothing is filtered (upstream's
+    // default is Unconfined).
+    assert!(
+        s.kubectl_ok(&["logs", "seccomp"]).contains("init denied"),
+        "the container's own process was not filtered"
+    );
+    let out = exec_sh(&s, "seccomp", "unshare -U true");
+    assert!(!out.status.success(), "exec'd process not filtered");
+    for (pod, mode) in [("seccomp", "2"), ("sysctls", "0")] {
+        for proc in ["1", "self"] {
+            let status = exec_ok(&s, pod, &format!("cat /proc/{proc}/status"));
+            assert!(
+                status.contains(&format!("Seccomp:\t{mode}\n")),
+                "{pod} /proc/{proc}: {status}"
+            );
+        }
+    }
+    exec_ok(&s, "sysctls", "unshare -U true");
 
     // Pod sysctls apply in the pod's network namespace only.
     let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
