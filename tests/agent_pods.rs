@@ -995,3 +995,245 @@ spec:
     ]);
     assert_eq!(inner.trim(), (16 * mib).to_string());
 }
+
+// ------------------------------------------ 8. probes, hooks, DNS policies
+
+const PROBES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: startup}
+spec:
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sh", "-c", "sleep 4; touch /tmp/started; exec httpd -f -p 8080 -h /www"]
+    startupProbe: {exec: {command: [cat, /tmp/started]}, periodSeconds: 1, failureThreshold: 30}
+    livenessProbe: {exec: {command: [cat, /tmp/started]}, periodSeconds: 1, failureThreshold: 1}
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: startfail}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sleep", "3600"]
+    startupProbe: {exec: {command: ["false"]}, periodSeconds: 1, failureThreshold: 2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: httplive}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    livenessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 1, failureThreshold: 2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hookweb}
+spec:
+  containers:
+  - name: web
+    image: busybox:test
+    command: ["httpd", "-f", "-vv", "-p", "8080", "-h", "/www"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dnsnone}
+spec:
+  dnsPolicy: None
+  dnsConfig:
+    nameservers: [10.43.0.99]
+    searches: [a.example, b.example, a.example]
+    options: [{name: ndots, value: "2"}, {name: edns0}]
+  containers:
+  - {name: c, image: busybox:test, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dnsmerge, namespace: default}
+spec:
+  dnsConfig:
+    nameservers: [10.43.0.99]
+    searches: [extra.example]
+    options: [{name: ndots, value: "3"}, {name: timeout, value: "1"}]
+  containers:
+  - {name: c, image: busybox:test, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dnshost}
+spec:
+  dnsPolicy: Default
+  containers:
+  - {name: c, image: busybox:test, command: ["sleep", "3600"]}
+"#;
+
+/// The `hooks` pod, whose httpGet hooks call `web` (hookweb's pod IP).
+fn hooks_pod(web: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "echo from-post-start > /tmp/hooked"]}}}}
+      preStop: {{httpGet: {{host: "{web}", port: 8080, path: /pre-stop-hook}}}}
+  - name: d
+    image: busybox:test
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart: {{httpGet: {{host: "{web}", port: 8080, path: /post-start-hook}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: badhook}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:test
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "exit 3"]}}}}
+"#
+    )
+}
+
+fn restart_count(v: &Value, name: &str) -> i64 {
+    container_status(v, name)["restartCount"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn probes_hooks_and_dns_policies_follow_upstream() {
+    let s = Server::start_agent(&[]);
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], PROBES);
+
+    // Startup probe: until it passes, the container is not started and the
+    // liveness probe (which would fail at once) does not run.
+    let pod = wait_pod(&s, "startup", 60, "running", |v| {
+        container_status(v, "c")["state"]["running"].is_object()
+    });
+    assert_eq!(container_status(&pod, "c")["started"], false, "{pod:#}");
+    assert_eq!(container_status(&pod, "c")["ready"], false);
+    // Then started, ready through the tcpSocket probe, never restarted.
+    let pod = wait_pod(&s, "startup", 60, "Ready", pod_ready);
+    assert_eq!(container_status(&pod, "c")["started"], true);
+    assert_eq!(
+        restart_count(&pod, "c"),
+        0,
+        "liveness ran before startup passed"
+    );
+
+    // A startup probe that keeps failing restarts the container.
+    wait_pod(&s, "startfail", 60, "a restart", |v| {
+        restart_count(v, "c") >= 1
+    });
+    let events = events_for(&s, "startfail");
+    assert!(events.contains("Startup probe failed"), "{events}");
+    assert!(
+        events.contains("Container c failed startup probe, will be restarted"),
+        "{events}"
+    );
+
+    // httpGet liveness: a 404 is a failure, and the container is restarted.
+    wait_pod(&s, "httplive", 60, "Running", |v| {
+        container_status(v, "c")["state"]["running"].is_object()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        restart_count(&wait_pod(&s, "httplive", 5, "", |_| true), "c"),
+        0,
+        "restarted while healthy"
+    );
+    exec_ok(&s, "httplive", "rm /www/index.html");
+    wait_pod(&s, "httplive", 60, "a restart", |v| {
+        restart_count(v, "c") >= 1
+    });
+    let events = events_for(&s, "httplive");
+    assert!(
+        events.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"),
+        "{events}"
+    );
+
+    // Hooks: postStart exec and httpGet, preStop httpGet on deletion.
+    let web = wait_pod(&s, "hookweb", 60, "Ready", pod_ready);
+    let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &hooks_pod(&web_ip));
+    wait_pod(&s, "hooks", 60, "Ready", pod_ready);
+    assert_eq!(
+        s.kubectl_ok(&["exec", "hooks", "-c", "c", "--", "cat", "/tmp/hooked"]),
+        "from-post-start\n"
+    );
+    let web_log = || s.kubectl_ok(&["logs", "hookweb"]);
+    assert!(web_log().contains("url:/post-start-hook"), "{}", web_log());
+    assert!(!web_log().contains("url:/pre-stop-hook"));
+    s.kubectl_ok(&["delete", "pod", "hooks", "--wait=true"]);
+    assert!(web_log().contains("url:/pre-stop-hook"), "{}", web_log());
+    // A failing postStart hook: the event, and the container is killed
+    // and restarted.
+    wait_pod(&s, "badhook", 60, "a restart", |v| {
+        restart_count(v, "c") >= 1
+    });
+    let events = events_for(&s, "badhook");
+    assert!(events.contains("FailedPostStartHook"), "{events}");
+    assert!(
+        events.contains(
+            "Exec lifecycle hook ([sh -c exit 3]) for Container \"c\" in Pod \"badhook_default("
+        ),
+        "{events}"
+    );
+
+    // DNS: None takes only dnsConfig (duplicates dropped); ClusterFirst
+    // appends dnsConfig and lets its options override; Default is the
+    // node's resolver.
+    for p in ["dnsnone", "dnsmerge", "dnshost"] {
+        wait_pod(&s, p, 60, "Ready", pod_ready);
+    }
+    assert_eq!(
+        exec_ok(&s, "dnsnone", "cat /etc/resolv.conf"),
+        "search a.example b.example\nnameserver 10.43.0.99\noptions ndots:2 edns0\n"
+    );
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    let host_words = |key: &str| -> Vec<String> {
+        host.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .flat_map(|r| r.split_whitespace().map(String::from))
+            .collect()
+    };
+    let mut search = vec![
+        "default.svc.cluster.local".to_string(),
+        "svc.cluster.local".into(),
+        "cluster.local".into(),
+    ];
+    search.extend(host_words("search "));
+    search.push("extra.example".into());
+    assert_eq!(
+        exec_ok(&s, "dnsmerge", "cat /etc/resolv.conf"),
+        format!(
+            "search {}\nnameserver 10.43.0.10\nnameserver 10.43.0.99\noptions ndots:3 timeout:1\n",
+            search.join(" ")
+        )
+    );
+    let resolv = exec_ok(&s, "dnshost", "cat /etc/resolv.conf");
+    let mut servers = host_words("nameserver ");
+    servers.truncate(3);
+    for ns in &servers {
+        assert!(resolv.contains(&format!("nameserver {ns}\n")), "{resolv}");
+    }
+    assert!(!resolv.contains("10.43.0.10"), "{resolv}");
+}

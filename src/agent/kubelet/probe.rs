@@ -77,28 +77,36 @@ pub async fn exec(runtime: &Runtime, id: &str, action: &ExecAction, timeout: Dur
     }
 }
 
+/// An httpGet probe: success on a 2xx or 3xx answer.
 pub async fn http_get(
     h: &HTTPGetAction,
     c: &Container,
     pod_ip: Option<IpAddr>,
     timeout: Duration,
 ) -> Outcome {
-    let port = match port_number(&h.port, c) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Failure(e),
-    };
+    match http_status(h, c, pod_ip, timeout).await {
+        Ok(code) if (200..400).contains(&code) => Outcome::Success,
+        Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+/// The status code `h` answers with, or why there was no answer.
+pub async fn http_status(
+    h: &HTTPGetAction,
+    c: &Container,
+    pod_ip: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<u16, String> {
+    let port = port_number(&h.port, c)?;
     let host: IpAddr = match h.host.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => match s.parse() {
-            Ok(ip) => ip,
-            Err(_) => return Outcome::Failure(format!("host {s:?} is not an IP address")),
-        },
-        None => match pod_ip {
-            Some(ip) => ip,
-            None => return Outcome::Failure("pod has no IP".into()),
-        },
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("host {s:?} is not an IP address"))?,
+        None => pod_ip.ok_or("pod has no IP")?,
     };
     if h.scheme.as_deref() == Some("HTTPS") {
-        return Outcome::Failure("HTTPS probes are not supported on this node".into());
+        return Err("HTTPS probes are not supported on this node".into());
     }
     let path = h
         .path
@@ -134,10 +142,9 @@ pub async fn http_get(
         Ok::<u16, std::io::Error>(code)
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
-        Ok(Ok(code)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-        Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": dial tcp {host}:{port}: {e}")),
-        Err(_) => Outcome::Failure(format!(
+        Ok(Ok(code)) => Ok(code),
+        Ok(Err(e)) => Err(format!("Get \"{url}\": dial tcp {host}:{port}: {e}")),
+        Err(_) => Err(format!(
             "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
     }

@@ -605,34 +605,41 @@ pub fn write_etc_files(
         .clone()
         .unwrap_or_else(|| "ClusterFirst".into());
     let cluster = policy == "ClusterFirst" && !host_network || policy == "ClusterFirstWithHostNet";
-    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
-        if policy == "None" {
-            (vec![], vec![], vec![])
-        } else if cluster {
-            let d = &cfg.cluster_domain;
-            (
-                vec![cfg.cluster_dns.clone()],
-                vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
-                vec!["ndots:5".into()],
-            )
-        } else {
-            // Default: the node's resolver.
-            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let mut s = (vec![], vec![], vec![]);
-            for l in text.lines() {
-                let mut f = l.split_whitespace();
-                match f.next() {
-                    Some("nameserver") => s.0.extend(f.next().map(String::from)),
-                    Some("search") => s.1.extend(f.map(String::from)),
-                    Some("options") => s.2.extend(f.map(String::from)),
-                    _ => {}
-                }
+    // The node's resolver, as the kubelet's `--resolv-conf`.
+    let host = {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let mut s: (Vec<String>, Vec<String>, Vec<String>) = (vec![], vec![], vec![]);
+        for l in text.lines() {
+            let mut f = l.split_whitespace();
+            match f.next() {
+                Some("nameserver") => s.0.extend(f.next().map(String::from)),
+                Some("search") => s.1.extend(f.map(String::from)),
+                Some("options") => s.2.extend(f.map(String::from)),
+                _ => {}
             }
-            s
-        };
+        }
+        s
+    };
+    let (mut servers, mut searches, mut options) = if policy == "None" {
+        (vec![], vec![], vec![])
+    } else if cluster {
+        // Upstream: the cluster's search path, then the node's; ndots:5
+        // replaces the node's options.
+        let d = &cfg.cluster_domain;
+        let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
+        searches.extend(host.1);
+        (
+            vec![cfg.cluster_dns.clone()],
+            searches,
+            vec!["ndots:5".into()],
+        )
+    } else {
+        host
+    };
     if let Some(dc) = &spec.dns_config {
         servers.extend(dc.nameservers.clone().unwrap_or_default());
         searches.extend(dc.searches.clone().unwrap_or_default());
+        // Same-named options: the pod's replace the base's.
         for o in dc.options.clone().unwrap_or_default() {
             let opt = match o.value {
                 Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
@@ -643,6 +650,11 @@ pub fn write_etc_files(
             options.push(opt);
         }
     }
+    // Duplicates dropped keeping the first, as upstream's omitDuplicates.
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|s| seen.insert(s.clone()));
+    let mut seen = std::collections::HashSet::new();
+    searches.retain(|s| seen.insert(s.clone()));
     servers.truncate(3);
     let mut text = String::new();
     if !searches.is_empty() {

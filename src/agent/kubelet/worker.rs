@@ -794,7 +794,7 @@ impl Worker {
             .map(|s| s.id.clone())
             .unwrap_or_default();
         let ip = self.pod_ip();
-        let outcome = run_handler(&self.kl, &id, &h, spec_c, ip).await;
+        let outcome = run_handler(&self.kl, pod, &id, &h, spec_c, ip).await;
         if let probe::Outcome::Failure(msg) = outcome {
             let field = format!("spec.containers{{{}}}", spec_c.name);
             self.kl
@@ -835,19 +835,13 @@ impl Worker {
         let kl = &self.kl;
         futures::future::join_all(victims.iter().map(|(id, c)| async move {
             if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-                let hook = run_handler(kl, id, h, c, ip);
+                let hook = run_handler(kl, pod, id, h, c, ip);
                 if let Ok(probe::Outcome::Failure(msg)) =
                     tokio::time::timeout_at(deadline, hook).await
                 {
                     let field = format!("spec.containers{{{}}}", c.name);
-                    kl.event(
-                        pod,
-                        true,
-                        "FailedPreStopHook",
-                        format!("PreStopHook failed: {msg}"),
-                        Some(&field),
-                    )
-                    .await;
+                    kl.event(pod, true, "FailedPreStopHook", msg, Some(&field))
+                        .await;
                 }
             }
             let _ = kl.runtime.signal(id, libc::SIGTERM).await;
@@ -1351,16 +1345,38 @@ fn terminated_json(
 
 async fn run_handler(
     kl: &Kubelet,
+    pod: &Pod,
     id: &str,
     h: &k8s_openapi::api::core::v1::LifecycleHandler,
     c: &Container,
     ip: Option<IpAddr>,
 ) -> probe::Outcome {
     let timeout = Duration::from_secs(30);
+    // Upstream's hook failure texts name the container and the pod.
+    let who = format!(
+        "for Container {:?} in Pod \"{}_{}({})\" failed",
+        c.name,
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid().unwrap_or_default()
+    );
     if let Some(e) = &h.exec {
-        probe::exec(&kl.runtime, id, e, timeout).await
+        match probe::exec(&kl.runtime, id, e, timeout).await {
+            probe::Outcome::Failure(m) => probe::Outcome::Failure(format!(
+                "Exec lifecycle hook ([{}]) {who} - error: {m}",
+                e.command.clone().unwrap_or_default().join(" ")
+            )),
+            ok => ok,
+        }
     } else if let Some(g) = &h.http_get {
-        probe::http_get(g, c, ip, timeout).await
+        // Any answer will do: the kubelet discards a hook's response.
+        match probe::http_status(g, c, ip, timeout).await {
+            Ok(_) => probe::Outcome::Success,
+            Err(m) => probe::Outcome::Failure(format!(
+                "HTTP lifecycle hook ({}) {who} - error: {m}",
+                g.path.clone().unwrap_or_default()
+            )),
+        }
     } else if let Some(s) = &h.sleep {
         tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
         probe::Outcome::Success
