@@ -282,6 +282,12 @@ impl Server {
     /// `docker.io/library/busybox:test`; waits until the node is Ready.
     /// Agent tests run one at a time (they share the bridge).
     pub fn start_agent(extra: &[&str]) -> Server {
+        Server::start_agent_prepared(extra, |_| {})
+    }
+
+    /// Like [`Server::start_agent`], after `prepare` was given the data
+    /// dir (empty; the air-gap busybox archive is written after it).
+    pub fn start_agent_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
         let lock = agent_test_lock();
         let kubelet_port = free_port().to_string();
         let mut args: Vec<&str> = vec![
@@ -294,6 +300,7 @@ impl Server {
         ];
         args.extend_from_slice(extra);
         let mut s = Server::start_with_prepared(&args, |dir| {
+            prepare(dir);
             let images = dir.join("agent").join("images");
             std::fs::create_dir_all(&images).unwrap();
             std::fs::write(images.join("busybox.tar"), busybox_archive()).unwrap();
