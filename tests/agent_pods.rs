@@ -1,8 +1,9 @@
 //! Kubelet features end to end with kubectl against `skiff server` and its
 //! embedded agent: hostPort and hostNetwork, graceful termination,
 //! securityContext, PVCs, image pulls from a real local registry (auth,
-//! mirrors, back-off) and pod-level cgroup limits. Same harness as
-//! agent_e2e.rs (root, busybox-static, `/usr/bin/docker-registry`).
+//! mirrors, back-off, a full disk) and pod-level cgroup limits. Same
+//! harness as agent_e2e.rs (root, busybox-static, `/usr/bin/docker-registry`,
+//! tmpfs mounts).
 
 mod common;
 
@@ -80,6 +81,11 @@ fn exec_sh(s: &Server, pod: &str, cmd: &str) -> std::process::Output {
 
 fn exec_ok(s: &Server, pod: &str, cmd: &str) -> String {
     s.kubectl_ok(&["exec", pod, "--", "sh", "-c", cmd])
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 fn events_for(s: &Server, pod: &str) -> String {
@@ -654,8 +660,6 @@ impl Registry {
     /// Pushes the test busybox image (from `common::busybox_archive`) as
     /// `repo_tag`, with `auth` as basic credentials.
     fn push_busybox(&self, repo_tag: &str, auth: Option<(&str, &str)>) {
-        use sha2::Digest;
-        let sha = |b: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)));
         let mut archive = tar::Archive::new(std::io::Cursor::new(common::busybox_archive()));
         let (mut config, mut layer) = (Vec::new(), Vec::new());
         for e in archive.entries().unwrap() {
@@ -667,13 +671,19 @@ impl Registry {
                 _ => 0,
             };
         }
+        self.push(repo_tag, &config, &layer, auth);
+    }
+
+    /// Pushes a one-layer image (`layer`: an uncompressed tar) as
+    /// `repo_tag`.
+    fn push(&self, repo_tag: &str, config: &[u8], layer: &[u8], auth: Option<(&str, &str)>) {
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": sha(&config), "size": config.len()},
+                       "digest": sha(config), "size": config.len()},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": sha(&layer), "size": layer.len()}],
+                        "digest": sha(layer), "size": layer.len()}],
         }))
         .unwrap();
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -696,9 +706,9 @@ impl Registry {
                 .auth(&reference, &creds, oci_client::RegistryOperation::Push)
                 .await
                 .expect("registry auth");
-            for blob in [&layer, &config] {
+            for blob in [layer, config] {
                 client
-                    .push_blob(&reference, blob.clone(), &sha(blob))
+                    .push_blob(&reference, blob.to_vec(), &sha(blob))
                     .await
                     .expect("pushing a blob");
             }
@@ -865,6 +875,263 @@ spec:
     ] {
         assert!(ev.contains(want), "no {want:?} event:\n{ev}");
     }
+}
+
+/// A tmpfs of `size` over `path` while the guard lives. Dropped after the
+/// server (declared before it): the agent is gone and `skiff killall` has
+/// taken its mounts down, so the unmount succeeds (detached if something
+/// still holds it); then `remove` — the data dir, which the server's
+/// temporary directory could not delete while the mount sat in it — goes.
+struct Tmpfs {
+    path: std::path::PathBuf,
+    remove: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str, remove: &Path) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "skiff-test"])
+            .arg(path)
+            .status()
+            .expect("running mount");
+        assert!(st.success(), "mounting a tmpfs on {}", path.display());
+        Tmpfs {
+            path: path.to_path_buf(),
+            remove: remove.to_path_buf(),
+        }
+    }
+
+    /// (used, available) bytes.
+    fn usage(&self) -> (u64, u64) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: statvfs fills the struct we pass; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        let f = st.f_frsize as u64;
+        (
+            (st.f_blocks as u64 - st.f_bfree as u64) * f,
+            st.f_bavail as u64 * f,
+        )
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain syscalls on a NUL-terminated path.
+        unsafe {
+            if libc::umount2(c.as_ptr(), 0) != 0 {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.remove);
+    }
+}
+
+/// A tar with one file of `len` bytes that no compressor shrinks
+/// (splitmix64 output).
+fn incompressible_layer(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x5EED_5EED_5EED_5EED;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        data.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    data.truncate(len);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(len as u64);
+    h.set_mtime(1_700_000_000);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, "big.bin", data.as_slice()).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn a_pull_that_fills_the_disk_fails_the_pod_cleanly_and_the_node_goes_on() {
+    const MIB: u64 = 1024 * 1024;
+    let registry = Registry::start(None);
+    let layer = incompressible_layer(16 * MIB as usize);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
+    }))
+    .unwrap();
+    registry.push("test/big:v1", &config, &layer, None);
+    registry.push_busybox("test/small:v1", None);
+    let dir = tempfile::tempdir().unwrap();
+    let registries = dir.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!(
+            "mirrors:\n  \"{r}\":\n    endpoint: [\"http://{r}\"]\n",
+            r = registry.host()
+        ),
+    )
+    .unwrap();
+
+    // The agent's whole image store (blobs, layers, staging) on 12 MiB of
+    // tmpfs, mounted before the agent starts. Declared before the server:
+    // dropped after it.
+    let mut tmpfs = None;
+    let s = Server::start_agent_prepared(
+        &["--private-registry", registries.to_str().unwrap()],
+        |data| {
+            tmpfs = Some(Tmpfs::mount(
+                &data.join("agent").join("images"),
+                "12m",
+                data,
+            ));
+        },
+    );
+    let tmpfs = tmpfs.as_ref().unwrap();
+    let blobs_dir = tmpfs.path.join("blobs").join("sha256");
+    let blobs = || -> Vec<String> {
+        std::fs::read_dir(&blobs_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let (used_before, free) = tmpfs.usage();
+    assert!(
+        free < layer.len() as u64 && free > MIB,
+        "the store must have room for small things only: {free} bytes free"
+    );
+
+    // Every state the container shows, from before the pod exists.
+    let watch = s
+        .kubectl_command_pub(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "metadata.name=big",
+            "-w",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let big = format!("{}/test/big:v1", registry.host());
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: big}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: "{big}", command: ["sleep", "3600"]}}
+"#
+        ),
+    );
+    let pod = wait_pod(&s, "big", 60, "ImagePullBackOff", |v| {
+        waiting_reason(v, "c") == "ImagePullBackOff"
+    });
+    // The back-off is 10 s: no second attempt has started yet, so the
+    // store is as the failed one left it.
+    let names = blobs();
+    let hex = sha(&layer).trim_start_matches("sha256:").to_string();
+    assert!(
+        !names.iter().any(|n| *n == hex || n.starts_with('.')),
+        "a partial or temporary blob is left: {names:?}"
+    );
+    let (used_after, _) = tmpfs.usage();
+    assert!(
+        used_after < used_before + MIB,
+        "the failed pull left {} bytes behind",
+        used_after - used_before
+    );
+    let msg = container_status(&pod, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.starts_with(&format!("Back-off pulling image \"{big}\"")),
+        "{msg}"
+    );
+    assert!(
+        msg.to_lowercase().contains("no space left on device"),
+        "{msg}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: SIGTERM to the kubectl child we spawned (PID not reaped yet).
+    unsafe {
+        libc::kill(watch.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = watch.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err_pull = seen
+        .lines()
+        .position(|l| l.starts_with("ErrImagePull|"))
+        .unwrap_or_else(|| panic!("ErrImagePull never shown: {seen}"));
+    let backoff = seen
+        .lines()
+        .position(|l| l.starts_with("ImagePullBackOff|"))
+        .unwrap_or_else(|| panic!("ImagePullBackOff never shown: {seen}"));
+    assert!(err_pull < backoff, "{seen}");
+    let err_line = seen.lines().nth(err_pull).unwrap().to_lowercase();
+    assert!(err_line.contains("no space left on device"), "{err_line}");
+    let ev = events_for(&s, "big");
+    assert!(
+        ev.lines().any(|l| l.starts_with("Failed ")
+            && l.contains(&format!("Failed to pull image \"{big}\""))
+            && l.to_lowercase().contains("no space left on device")),
+        "no Failed event for the pull:\n{ev}"
+    );
+    assert!(ev.contains("Error: ErrImagePull"), "{ev}");
+
+    // The same agent still pulls and runs a small image (its layer is the
+    // imported busybox one: only the manifest and config are fetched).
+    let small = format!("{}/test/small:v1", registry.host());
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: small}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{small}"
+    imagePullPolicy: Always
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    readinessProbe:
+      httpGet: {{path: /index.html, port: 8080}}
+      periodSeconds: 1
+"#
+        ),
+    );
+    let pod = wait_pod(&s, "small", 60, "Ready", pod_ready);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let body = http_get_eventually(&ip, 8080, "/index.html", 10);
+    assert!(body.ends_with("\r\n\r\nhello from skiff\n"), "{body}");
+    assert!(
+        events_for(&s, "small").contains(&format!("Successfully pulled image \"{small}\"")),
+        "{}",
+        events_for(&s, "small")
+    );
+    // The big pod is still refused the same way, not stuck or crashed.
+    let pod = wait_pod(&s, "big", 5, "still backing off", |v| {
+        let r = waiting_reason(v, "c");
+        r == "ImagePullBackOff" || r == "ErrImagePull"
+    });
+    assert_eq!(pod["status"]["phase"], "Pending");
 }
 
 // ------------------------------------------------ 7. pod-level cgroups

@@ -282,19 +282,13 @@ impl Server {
     /// `docker.io/library/busybox:test`; waits until the node is Ready.
     /// Agent tests run one at a time (they share the bridge).
     pub fn start_agent(extra: &[&str]) -> Server {
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(concat!(
-                env!("CARGO_TARGET_TMPDIR"),
-                "/skiff-agent-tests.lock"
-            ))
-            .expect("lock file");
-        // SAFETY: flock on an fd we own; released when the File is dropped.
-        unsafe {
-            libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
-        }
+        Server::start_agent_prepared(extra, |_| {})
+    }
+
+    /// Like [`Server::start_agent`], after `prepare` was given the data
+    /// dir (empty; the air-gap busybox archive is written after it).
+    pub fn start_agent_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let lock = agent_test_lock();
         let kubelet_port = free_port().to_string();
         let mut args: Vec<&str> = vec![
             "--node-name",
@@ -306,6 +300,7 @@ impl Server {
         ];
         args.extend_from_slice(extra);
         let mut s = Server::start_with_prepared(&args, |dir| {
+            prepare(dir);
             let images = dir.join("agent").join("images");
             std::fs::create_dir_all(&images).unwrap();
             std::fs::write(images.join("busybox.tar"), busybox_archive()).unwrap();
