@@ -282,19 +282,7 @@ impl Server {
     /// `docker.io/library/busybox:test`; waits until the node is Ready.
     /// Agent tests run one at a time (they share the bridge).
     pub fn start_agent(extra: &[&str]) -> Server {
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(concat!(
-                env!("CARGO_TARGET_TMPDIR"),
-                "/skiff-agent-tests.lock"
-            ))
-            .expect("lock file");
-        // SAFETY: flock on an fd we own; released when the File is dropped.
-        unsafe {
-            libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
-        }
+        let lock = agent_test_lock();
         let kubelet_port = free_port().to_string();
         let mut args: Vec<&str> = vec![
             "--node-name",
