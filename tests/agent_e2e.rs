@@ -693,6 +693,235 @@ spec:
     assert_eq!(std::fs::read_to_string(back).unwrap(), "copied content\n");
 }
 
+/// kubectl with its WebSocket remote-command client turned off, so exec,
+/// attach and cp take the SPDY/3.1 fallback.
+fn spdy_kubectl(s: &Server, args: &[&str]) -> std::process::Command {
+    let mut cmd = s.kubectl_command_pub(args);
+    cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+    cmd
+}
+
+fn spdy_kubectl_out(s: &Server, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = spdy_kubectl(s, args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn spdy_kubectl_ok(s: &Server, args: &[&str], stdin: Option<&str>) -> String {
+    let out = spdy_kubectl_out(s, args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} over SPDY: {}\n{}\n--- server log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        s.log_tail(40)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn exec_attach_and_cp_over_spdy() {
+    // --debug: the agent logs each SPDY exec/attach it serves.
+    let s = Server::start_agent(&["--debug"]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: spdy}
+spec:
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "httpd -p 127.0.0.1:8080 -h /www; while true; do sleep 1; done"]
+  - name: talk
+    image: busybox:test
+    stdin: true
+    command: ["sh", "-c", "while read line; do echo got $line; done"]
+"#,
+    );
+    wait_pod(&s, "spdy", 60, "Ready", pod_ready);
+
+    // The request goes out as a SPDY/3.1 upgrade and the agent answers the
+    // protocol kubectl prefers (-v=8 prints headers both ways).
+    let out = spdy_kubectl_out(
+        &s,
+        &["exec", "-v=8", "spdy", "-c", "main", "--", "true"],
+        None,
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Upgrade: SPDY/3.1"), "no SPDY upgrade: {log}");
+    assert!(
+        log.contains("X-Stream-Protocol-Version: v5.channel.k8s.io")
+            && log.contains("101 Switching Protocols"),
+        "{log}"
+    );
+    assert!(
+        !log.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{log}"
+    );
+
+    // Separate stdout and stderr, and the exit code.
+    let out = spdy_kubectl_out(
+        &s,
+        &[
+            "exec",
+            "spdy",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
+        "{out:?}"
+    );
+
+    // stdin, ended by its EOF (the stdin stream's FIN).
+    let input = "line one\nline two\n".repeat(2000);
+    let out = spdy_kubectl_ok(
+        &s,
+        &["exec", "-i", "spdy", "-c", "main", "--", "cat"],
+        Some(&input),
+    );
+    assert_eq!(out, input);
+
+    // A terminal whose size follows kubectl's (the resize stream).
+    let tty = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "stty cols 101 rows 31; kubectl --kubeconfig {} exec -it spdy -c main -- sh -c 'sleep 1; tty; stty size'",
+            s.kubeconfig.display()
+        ))
+        .arg("/dev/null")
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .env("HOME", s.dir.path().join("home"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        text.contains("/dev/pts/"),
+        "no terminal in exec -it: {text}"
+    );
+    assert!(text.contains("31 101"), "terminal size not passed: {text}");
+
+    // attach: stdin reaches the container, its output comes back.
+    let mut attach = spdy_kubectl(&s, &["attach", "-i", "spdy", "-c", "talk"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    attach.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
+    let mut aout = attach.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = aout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got.contains("got ping") && Instant::now() < deadline {
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert!(got.contains("got ping"), "attach over SPDY: {got:?}");
+
+    // cp both ways (tar over exec with stdin).
+    let src = s.dir.path().join("spdy-src.txt");
+    let content = "copied over spdy\n".repeat(5000);
+    std::fs::write(&src, &content).unwrap();
+    spdy_kubectl_ok(
+        &s,
+        &[
+            "cp",
+            src.to_str().unwrap(),
+            "spdy:/tmp/in.txt",
+            "-c",
+            "main",
+        ],
+        None,
+    );
+    assert_eq!(
+        spdy_kubectl_ok(
+            &s,
+            &["exec", "spdy", "-c", "main", "--", "cat", "/tmp/in.txt"],
+            None
+        ),
+        content
+    );
+    let back = s.dir.path().join("spdy-back.txt");
+    spdy_kubectl_ok(
+        &s,
+        &[
+            "cp",
+            "spdy:/tmp/in.txt",
+            back.to_str().unwrap(),
+            "-c",
+            "main",
+        ],
+        None,
+    );
+    assert_eq!(std::fs::read_to_string(back).unwrap(), content);
+
+    // port-forward's plain SPDY fallback shares the handshake.
+    let local = common::pick_free_port();
+    let mut pf = s
+        .kubectl_command_pub(&["port-forward", "pod/spdy", &format!("{local}:8080")])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && !body.contains("hello from skiff") {
+        if std::net::TcpStream::connect(("127.0.0.1", local)).is_ok() {
+            body = http_get("127.0.0.1", local, "/index.html");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert!(
+        body.contains("hello from skiff"),
+        "port-forward over SPDY: {body}"
+    );
+
+    // The agent served these over SPDY, exec and attach alike.
+    let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+    assert!(
+        log.contains("exec over SPDY/3.1"),
+        "agent log has no SPDY exec"
+    );
+    assert!(
+        log.contains("attach over SPDY/3.1"),
+        "agent log has no SPDY attach"
+    );
+}
+
 #[test]
 fn service_account_token_is_mounted_and_accepted_by_the_api_server() {
     // Serving on every interface with the bridge address advertised, pods

@@ -449,6 +449,7 @@ const UPGRADE_RESPONSE_HEADERS: &[HeaderName] = &[
     header::SEC_WEBSOCKET_PROTOCOL,
 ];
 const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
+const ACCEPTED_STREAM_PROTOCOLS: &str = "x-accepted-stream-protocol-versions";
 
 /// Forwards an HTTP/1.1 upgrade to the agent and, once the agent switched
 /// protocols, splices the two connections.
@@ -500,12 +501,15 @@ pub async fn relay_upgrade<B>(
             .get(header::CONTENT_TYPE)
             .cloned()
             .unwrap_or(header::HeaderValue::from_static("text/plain"));
-        let body = read_error_body(resp).await;
-        return Ok(Response::builder()
+        let mut refusal = Response::builder()
             .status(code)
-            .header(header::CONTENT_TYPE, ct)
-            .body(full(body))
-            .unwrap());
+            .header(header::CONTENT_TYPE, ct);
+        // A failed SPDY negotiation names what the agent accepts.
+        for v in resp.headers().get_all(ACCEPTED_STREAM_PROTOCOLS) {
+            refusal = refusal.header(ACCEPTED_STREAM_PROTOCOLS, v);
+        }
+        let body = read_error_body(resp).await;
+        return Ok(refusal.body(full(body)).unwrap());
     }
     let mut answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     for name in UPGRADE_RESPONSE_HEADERS {

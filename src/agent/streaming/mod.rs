@@ -503,26 +503,10 @@ fn exec_or_attach(
             &format!("container {container:?} in pod {pod:?} is not running"),
         );
     }
-    if !channel::is_websocket(req.headers()) {
-        let msg = if upgrade_token(&req).starts_with("spdy/") {
-            "exec and attach are served over WebSocket (v5.channel.k8s.io), not SPDY"
-        } else {
-            "Upgrade request required"
-        };
-        return status(StatusCode::BAD_REQUEST, msg);
-    }
-    let (proto, resp) = match ws_handshake(&req, channel::EXEC_PROTOCOLS) {
-        Ok(r) => r,
-        Err(e) => return status(StatusCode::BAD_REQUEST, &e),
-    };
-    let proto = channel::Proto::from_name(proto.as_deref());
-    let on = hyper::upgrade::on(&mut req);
     let io = state.io.clone();
     let running = running_check(state, ns, pod, container, &cref);
-    tokio::spawn(async move {
-        let Some(ws) = upgraded_ws(on).await else {
-            return;
-        };
+    // The session, once a transport delivered the client.
+    let run = move |client: exec::Client, opts: exec::ExecOptions| async move {
         if attach {
             let target = exec::AttachTarget {
                 id: cref.id.clone(),
@@ -530,13 +514,139 @@ fn exec_or_attach(
                 stdin: cref.stdin,
                 tty: cref.tty,
             };
-            exec::attach(ws, proto, opts, io, target, running).await;
+            exec::attach(client, opts, io, target, running).await;
         } else {
-            exec::exec(ws, proto, opts, io, cref.id.clone()).await;
+            exec::exec(client, opts, io, cref.id.clone()).await;
+        }
+    };
+    if channel::is_websocket(req.headers()) {
+        let (proto, resp) = match ws_handshake(&req, channel::EXEC_PROTOCOLS) {
+            Ok(r) => r,
+            Err(e) => return status(StatusCode::BAD_REQUEST, &e),
+        };
+        let proto = channel::Proto::from_name(proto.as_deref());
+        let first = opts.first_channel();
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Some(ws) = upgraded_ws(on).await else {
+                return;
+            };
+            run(exec::ws_client(ws, proto, first).await, opts).await;
+        });
+        return resp;
+    }
+    if !upgrade_token(&req).starts_with("spdy/") {
+        return status(StatusCode::BAD_REQUEST, "Upgrade request required");
+    }
+    // kubectl's SPDY fallback: negotiate, upgrade, wait for the streams.
+    let (protocol, resp) = match spdy_handshake(&req, exec::SPDY_PROTOCOLS, true) {
+        Ok(r) => r,
+        Err(refusal) => return *refusal,
+    };
+    let protocol = protocol.unwrap_or_else(|| channel::V1.to_string());
+    let on = hyper::upgrade::on(&mut req);
+    let what = if attach { "attach" } else { "exec" };
+    let target = format!("{ns}/{pod}/{container}");
+    tokio::spawn(async move {
+        let up = match on.await {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::debug!("{what} upgrade: {e}");
+                return;
+            }
+        };
+        tracing::debug!(%target, %protocol, "{what} over SPDY/3.1");
+        let (r, w) = tokio::io::split(TokioIo::new(up));
+        let session = spdy::Session::spawn(r, w, spdy::Role::Server);
+        match exec::spdy_client(session, &opts, &protocol, exec::STREAM_CREATION_TIMEOUT).await {
+            Ok(client) => run(client, opts).await,
+            Err(e) => tracing::warn!(%target, "{what} over SPDY: {e}"),
         }
     });
     resp
 }
+
+/// Go's `%v` of a string list, as upstream's messages print them.
+fn go_list(items: &[impl AsRef<str>]) -> String {
+    let items: Vec<&str> = items.iter().map(|s| s.as_ref()).collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// A plain-text refusal, as Go's `http.Error` writes it.
+fn http_error(code: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = text(code, &format!("{msg}\n"));
+    r.headers_mut().insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// The negotiated protocol and the 101, or the refusal to send back.
+type SpdyHandshake = Result<(Option<String>, Response<Body>), Box<Response<Body>>>;
+
+/// The SPDY upgrade handshake (upstream's `httpstream.Handshake` and
+/// response upgrader): picks the first `X-Stream-Protocol-Version` the
+/// client offers that `supported` has, and answers 101 naming it. With
+/// `required`, a client that offers none is refused (exec, attach);
+/// otherwise it gets Ok(None) (old port-forward clients).
+fn spdy_handshake(req: &Request<Incoming>, supported: &[&str], required: bool) -> SpdyHandshake {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(STREAM_PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let chosen = if offered.is_empty() {
+        if required {
+            return Err(Box::new(http_error(
+                StatusCode::BAD_REQUEST,
+                "unable to upgrade: X-Stream-Protocol-Version is required",
+            )));
+        }
+        None
+    } else {
+        match offered.iter().find(|p| supported.contains(&p.as_str())) {
+            Some(p) => Some(p.clone()),
+            None => {
+                let mut refusal = http_error(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "unable to upgrade: unable to negotiate protocol: client supports {}, server accepts {}",
+                        go_list(&offered),
+                        go_list(supported)
+                    ),
+                );
+                for p in supported {
+                    refusal.headers_mut().append(
+                        "X-Accepted-Stream-Protocol-Versions",
+                        HeaderValue::from_str(p).unwrap(),
+                    );
+                }
+                return Err(Box::new(refusal));
+            }
+        }
+    };
+    if upgrade_token(req) != "spdy/3.1" {
+        return Err(Box::new(http_error(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: missing upgrade headers in request",
+        )));
+    }
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1");
+    if let Some(p) = &chosen {
+        resp = resp.header(STREAM_PROTOCOL_HEADER, p.as_str());
+    }
+    Ok((chosen, resp.body(full(Bytes::new())).unwrap()))
+}
+
+const STREAM_PROTOCOL_HEADER: &str = "X-Stream-Protocol-Version";
 
 const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 
@@ -593,24 +703,10 @@ fn port_forward(
     if upgrade_token(&req) != "spdy/3.1" {
         return status(StatusCode::BAD_REQUEST, "Upgrade request required");
     }
-    // SPDY's own protocol negotiation (`X-Stream-Protocol-Version`).
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if !offered.is_empty() && !offered.iter().any(|p| p == PORT_FORWARD_PROTOCOL) {
-        return status(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{PORT_FORWARD_PROTOCOL:?}]"
-            ),
-        );
-    }
+    let resp = match spdy_handshake(&req, &[PORT_FORWARD_PROTOCOL], false) {
+        Ok((_, resp)) => resp,
+        Err(refusal) => return *refusal,
+    };
     let on = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on.await {
@@ -621,15 +717,5 @@ fn port_forward(
             Err(e) => tracing::debug!("port-forward upgrade: {e}"),
         }
     });
-    let mut resp = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1");
-    if !offered.is_empty() {
-        resp = resp.header(
-            "X-Stream-Protocol-Version",
-            HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
-        );
-    }
-    resp.body(full(Bytes::new())).unwrap()
+    resp
 }

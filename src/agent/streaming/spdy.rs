@@ -1,7 +1,8 @@
 //! SPDY/3.1 as Kubernetes speaks it (Go's `moby/spdystream`): the framing,
 //! the zlib header compression with the SPDY/3 dictionary, and a small
 //! session that multiplexes streams over one byte stream. Used for
-//! port-forward, over a plain HTTP upgrade or tunnelled in a WebSocket.
+//! port-forward (over a plain HTTP upgrade or tunnelled in a WebSocket) and
+//! for exec/attach over a plain upgrade (kubectl's SPDY fallback).
 //!
 //! flate2's default backend (miniz_oxide) has no preset-dictionary API, so
 //! the dictionary is installed by running it through the (de)compressor as
@@ -638,7 +639,6 @@ pub enum Role {
     Server,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 enum Out {
     Frame(Frame),
     /// Flush, shut the transport's write half and stop writing.
@@ -650,24 +650,27 @@ enum Out {
 /// windows; it neither sends nor honours WINDOW_UPDATE).
 const STREAM_QUEUE: usize = 64;
 
-#[cfg_attr(not(test), allow(dead_code))]
 struct Shared {
     out: mpsc::Sender<Out>,
     streams: Mutex<HashMap<u32, mpsc::Sender<Bytes>>>,
     pings: Mutex<HashMap<u32, tokio::sync::oneshot::Sender<()>>>,
+    #[cfg_attr(not(test), allow(dead_code))]
     next_stream: AtomicU32,
+    #[cfg_attr(not(test), allow(dead_code))]
     next_ping: AtomicU32,
+    /// The highest stream id the peer opened (GOAWAY's last-good id).
+    last_peer_stream: AtomicU32,
     closed: watch::Receiver<bool>,
+    /// The reading task, so that a peer that never closes cannot keep it.
+    reader: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// Opens streams, pings, closes; cheap to clone.
 #[derive(Clone)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct SessionHandle(Arc<Shared>);
 
 /// A running connection: streams the peer opens arrive on `incoming`
 /// (which ends when the connection does).
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct Session {
     pub incoming: mpsc::Receiver<Stream>,
     pub handle: SessionHandle,
@@ -774,10 +777,12 @@ impl Session {
             pings: Mutex::new(HashMap::new()),
             next_stream: AtomicU32::new(first),
             next_ping: AtomicU32::new(first),
+            last_peer_stream: AtomicU32::new(0),
             closed: closed_rx,
+            reader: Mutex::new(None),
         });
         tokio::spawn(write_loop(writer, out_rx));
-        tokio::spawn({
+        let reader = tokio::spawn({
             let shared = shared.clone();
             async move {
                 if let Err(e) = read_loop(reader, &shared, role, in_tx).await {
@@ -795,6 +800,7 @@ impl Session {
                 let _ = closed_tx.send(true);
             }
         });
+        *shared.reader.lock().unwrap() = Some(reader.abort_handle());
         Session {
             incoming: in_rx,
             handle: SessionHandle(shared),
@@ -802,10 +808,9 @@ impl Session {
     }
 }
 
-// The client side (opening streams, pinging, closing) serves the tests.
-#[cfg_attr(not(test), allow(dead_code))]
 impl SessionHandle {
-    /// Opens a stream (SYN_STREAM) with `headers`.
+    /// Opens a stream (SYN_STREAM) with `headers` (the client side: tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn open(&self, headers: Headers) -> io::Result<Stream> {
         let id = self.0.next_stream.fetch_add(2, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
@@ -825,6 +830,7 @@ impl SessionHandle {
     }
 
     /// Round trip of a PING.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn ping(&self) -> io::Result<()> {
         let id = self.0.next_ping.fetch_add(2, Ordering::SeqCst);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -837,17 +843,29 @@ impl SessionHandle {
         rx.await.map_err(|_| broken())
     }
 
-    /// Sends GOAWAY and closes the write half.
+    /// Sends GOAWAY (naming the last stream the peer opened, so it knows
+    /// every stream it opened was seen) after everything queued before it,
+    /// and closes the write half.
     pub async fn close(&self) {
+        let last_good_stream_id = self.0.last_peer_stream.load(Ordering::SeqCst);
         let _ = self
             .0
             .out
             .send(Out::Frame(Frame::GoAway {
-                last_good_stream_id: 0,
+                last_good_stream_id,
                 status: 0,
             }))
             .await;
         let _ = self.0.out.send(Out::Close).await;
+    }
+
+    /// Stops reading from a peer that does not close its side: ends every
+    /// stream's reader and resolves `closed`.
+    pub fn abort(&self) {
+        if let Some(r) = self.0.reader.lock().unwrap().take() {
+            r.abort();
+        }
+        self.0.streams.lock().unwrap().clear();
     }
 
     /// Resolves once the peer's side of the connection has ended.
@@ -915,6 +933,9 @@ async fn on_frame(frame: Frame, shared: &Arc<Shared>, role: Role, incoming: &mps
                 .await;
                 return;
             }
+            shared
+                .last_peer_stream
+                .fetch_max(stream_id, Ordering::SeqCst);
             let (tx, rx) = mpsc::channel(STREAM_QUEUE);
             if flags & FLAG_FIN == 0 {
                 shared.streams.lock().unwrap().insert(stream_id, tx);
@@ -958,7 +979,10 @@ async fn on_frame(frame: Frame, shared: &Arc<Shared>, role: Role, incoming: &mps
             }
         }
         // Replies, headers, settings, window updates and GOAWAY need no
-        // action: streams already opened carry on until the peer closes.
+        // action: streams already opened carry on until the peer closes
+        // (this end only accepts streams, so a GOAWAY changes nothing; and
+        // Go's spdystream neither sends nor honours windows, so writes do
+        // not wait for them).
         Frame::SynReply { .. }
         | Frame::Headers { .. }
         | Frame::Settings { .. }
@@ -1342,5 +1366,108 @@ mod tests {
         client.handle.close().await;
         server.handle.closed().await;
         assert!(server.incoming.recv().await.is_none());
+    }
+
+    /// Reads raw frames as the peer sees them.
+    async fn next_frame<R: AsyncRead + Unpin>(
+        r: &mut R,
+        codec: &mut Codec,
+        buf: &mut BytesMut,
+    ) -> Option<Frame> {
+        loop {
+            if let Some(f) = codec.decode(buf).unwrap() {
+                return Some(f);
+            }
+            if r.read_buf(buf).await.unwrap() == 0 {
+                return None;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn server_close_names_the_last_stream_and_ends_the_connection() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (mut ar, mut aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let mut server = Session::spawn(br, bw, Role::Server);
+        // A raw client opens streams 1 and 3, FINs the second at once.
+        let mut codec = Codec::new();
+        let mut wire = BytesMut::new();
+        for (id, flags) in [(1, 0), (3, FLAG_FIN)] {
+            codec
+                .encode(
+                    &Frame::SynStream {
+                        stream_id: id,
+                        associated_id: 0,
+                        priority: 0,
+                        flags,
+                        headers: h(&[("streamtype", "stdout")]),
+                    },
+                    &mut wire,
+                )
+                .unwrap();
+        }
+        aw.write_all(&wire).await.unwrap();
+        let s1 = server.incoming.recv().await.unwrap();
+        let mut s3 = server.incoming.recv().await.unwrap();
+        // A stream opened with FIN has nothing to read.
+        assert!(s3.reader.read().await.is_none());
+        s1.writer.reply(Vec::new()).await.unwrap();
+        s1.writer.write(Bytes::from_static(b"out")).await.unwrap();
+        s1.writer.finish().await.unwrap();
+        server.handle.close().await;
+        // The peer sees, in order: reply, data, FIN, GOAWAY(3), then EOF.
+        let mut rx = Codec::new();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        while let Some(f) = next_frame(&mut ar, &mut rx, &mut buf).await {
+            got.push(f);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Frame::SynReply {
+                    stream_id: 1,
+                    flags: 0,
+                    headers: Vec::new()
+                },
+                Frame::Data {
+                    stream_id: 1,
+                    flags: 0,
+                    data: Bytes::from_static(b"out")
+                },
+                Frame::Data {
+                    stream_id: 1,
+                    flags: FLAG_FIN,
+                    data: Bytes::new()
+                },
+                Frame::GoAway {
+                    last_good_stream_id: 3,
+                    status: 0
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn abort_ends_readers_of_a_peer_that_never_closes() {
+        let (a, b) = tokio::io::duplex(1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let client = Session::spawn(ar, aw, Role::Client);
+        let mut server = Session::spawn(br, bw, Role::Server);
+        let _s = client.handle.open(Vec::new()).await.unwrap();
+        let mut r = server.incoming.recv().await.unwrap();
+        server.handle.abort();
+        let t = std::time::Duration::from_secs(5);
+        assert!(
+            tokio::time::timeout(t, r.reader.read())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        tokio::time::timeout(t, server.handle.closed())
+            .await
+            .unwrap();
     }
 }

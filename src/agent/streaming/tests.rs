@@ -761,6 +761,290 @@ async fn port_forward_spdy_tunnelled_in_websocket() {
     session.handle.close().await;
 }
 
+/// A SPDY upgrade of `path` through the API server's relay: the 101 (or
+/// the refusal) and, when it switched, a client session.
+async fn spdy_upgrade(
+    relay: SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+) -> (Response<Incoming>, Option<Session>) {
+    let tcp = TcpStream::connect(relay).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let mut req = Request::post(path)
+        .header(header::HOST, "node1")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1");
+    // As Go's client sends them: one header line per protocol.
+    for p in protocols.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+        req = req.header("X-Stream-Protocol-Version", p.trim());
+    }
+    let mut resp = send
+        .send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    if resp.status() != 101 {
+        return (resp, None);
+    }
+    let up = hyper::upgrade::on(&mut resp).await.unwrap();
+    let (r, w) = tokio::io::split(TokioIo::new(up));
+    (resp, Some(Session::spawn(r, w, Role::Client)))
+}
+
+fn stream_type(t: &str) -> spdy::Headers {
+    vec![("streamtype".into(), t.into())]
+}
+
+/// Everything a stream carries until the server's FIN.
+async fn read_to_end(r: &mut spdy::StreamReader) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(c) = tokio::time::timeout(T, r.read())
+        .await
+        .expect("stream not finished")
+    {
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+#[tokio::test]
+async fn exec_over_spdy_stdin_fin_and_exit_code_through_the_relay() {
+    let env = start().await;
+    let relay = start_relay(&env).await;
+    let path = "/exec/ns/pod/c?command=sh&command=-c&command=cat%3B+echo+err+%3E%262%3B+exit+3&stdin=1&stdout=1&stderr=1";
+    // kubectl's offer, in its order.
+    let (resp, session) = spdy_upgrade(
+        relay,
+        path,
+        Some("v5.channel.k8s.io,v4.channel.k8s.io,v3.channel.k8s.io,v2.channel.k8s.io,channel.k8s.io"),
+    )
+    .await;
+    assert_eq!(resp.status(), 101);
+    assert_eq!(resp.headers()[header::UPGRADE], "SPDY/3.1");
+    assert_eq!(
+        resp.headers()["x-stream-protocol-version"],
+        "v5.channel.k8s.io"
+    );
+    let session = session.unwrap();
+    let mut error = session.handle.open(stream_type("error")).await.unwrap();
+    let stdin = session.handle.open(stream_type("stdin")).await.unwrap();
+    let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
+    let mut stderr = session.handle.open(stream_type("stderr")).await.unwrap();
+    stdin
+        .writer
+        .write(Bytes::from_static(b"hello\n"))
+        .await
+        .unwrap();
+    // FIN on stdin: the process sees EOF and `cat` ends.
+    stdin.writer.finish().await.unwrap();
+    assert_eq!(read_to_end(&mut stdout.reader).await, b"hello\n");
+    assert_eq!(read_to_end(&mut stderr.reader).await, b"err\n");
+    let status: serde_json::Value =
+        serde_json::from_slice(&read_to_end(&mut error.reader).await).unwrap();
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+    assert_eq!(
+        status["message"],
+        "command terminated with non-zero exit code: error executing command [sh -c cat; echo err >&2; exit 3], exit code 3"
+    );
+    // Then GOAWAY and the server's end of the connection.
+    tokio::time::timeout(T, session.handle.closed())
+        .await
+        .expect("connection still open");
+}
+
+#[tokio::test]
+async fn exec_over_spdy_older_protocols_and_resize() {
+    let env = start().await;
+    let relay = start_relay(&env).await;
+    // v4: success is a JSON Status.
+    let (resp, session) = spdy_upgrade(
+        relay,
+        "/exec/ns/pod/c?command=echo&command=hi&stdout=1",
+        Some("v4.channel.k8s.io"),
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["x-stream-protocol-version"],
+        "v4.channel.k8s.io"
+    );
+    let session = session.unwrap();
+    let mut error = session.handle.open(stream_type("error")).await.unwrap();
+    let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
+    assert_eq!(read_to_end(&mut stdout.reader).await, b"hi\n");
+    assert_eq!(
+        read_to_end(&mut error.reader).await,
+        br#"{"metadata":{},"status":"Success"}"#
+    );
+
+    // v2: a failure is its message as text, success is nothing.
+    let (resp, session) = spdy_upgrade(
+        relay,
+        "/exec/ns/pod/c?command=sh&command=-c&command=exit+4&stdout=1",
+        Some("v2.channel.k8s.io, channel.k8s.io"),
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["x-stream-protocol-version"],
+        "v2.channel.k8s.io"
+    );
+    let session = session.unwrap();
+    let mut error = session.handle.open(stream_type("error")).await.unwrap();
+    let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
+    assert_eq!(read_to_end(&mut stdout.reader).await, b"");
+    assert_eq!(
+        String::from_utf8(read_to_end(&mut error.reader).await).unwrap(),
+        "command terminated with non-zero exit code: error executing command [sh -c exit 4], exit code 4"
+    );
+    let (_, session) = spdy_upgrade(
+        relay,
+        "/exec/ns/pod/c?command=true&stdout=1",
+        Some("v2.channel.k8s.io"),
+    )
+    .await;
+    let session = session.unwrap();
+    let mut error = session.handle.open(stream_type("error")).await.unwrap();
+    let _stdout = session.handle.open(stream_type("stdout")).await.unwrap();
+    assert_eq!(read_to_end(&mut error.reader).await, b"");
+
+    // v3 with a terminal: the session waits for the resize stream too,
+    // whose JSON objects resize the terminal.
+    let (resp, session) = spdy_upgrade(
+        relay,
+        "/exec/ns/pod/c?command=cat&stdin=1&stdout=1&tty=1",
+        Some("v3.channel.k8s.io"),
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["x-stream-protocol-version"],
+        "v3.channel.k8s.io"
+    );
+    let session = session.unwrap();
+    let mut error = session.handle.open(stream_type("error")).await.unwrap();
+    let stdin = session.handle.open(stream_type("stdin")).await.unwrap();
+    let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
+    let resize = session.handle.open(stream_type("resize")).await.unwrap();
+    resize
+        .writer
+        .write(Bytes::from_static(
+            b"{\"Width\":100,\"Height\":30}\n{\"Width\":",
+        ))
+        .await
+        .unwrap();
+    resize
+        .writer
+        .write(Bytes::from_static(b"81,\"Height\":25}\n"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while env.sizes.lock().unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no resize");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*env.sizes.lock().unwrap(), vec![(100, 30), (81, 25)]);
+    stdin
+        .writer
+        .write(Bytes::from_static(b"typed"))
+        .await
+        .unwrap();
+    stdin.writer.finish().await.unwrap();
+    assert_eq!(read_to_end(&mut stdout.reader).await, b"typed");
+    assert_eq!(read_to_end(&mut error.reader).await, b"");
+}
+
+#[tokio::test]
+async fn exec_over_spdy_refusals_as_upstream() {
+    let env = start().await;
+    let relay = start_relay(&env).await;
+    let path = "/exec/ns/pod/c?command=ls&stdout=1";
+    let (resp, _) = spdy_upgrade(relay, path, Some("v9.channel.k8s.io,v8.channel.k8s.io")).await;
+    assert_eq!(resp.status(), 403);
+    let accepted: Vec<_> = resp
+        .headers()
+        .get_all("x-accepted-stream-protocol-versions")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(accepted[1], "v4.channel.k8s.io");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "unable to upgrade: unable to negotiate protocol: client supports [v9.channel.k8s.io v8.channel.k8s.io], server accepts [v5.channel.k8s.io v4.channel.k8s.io v3.channel.k8s.io v2.channel.k8s.io channel.k8s.io]\n"
+    );
+    let (resp, _) = spdy_upgrade(relay, path, None).await;
+    assert_eq!(resp.status(), 400);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "unable to upgrade: X-Stream-Protocol-Version is required\n"
+    );
+    // Lookups come first, as for WebSockets: a Status.
+    let (resp, _) = spdy_upgrade(
+        relay,
+        "/exec/ns/pod/nope?command=ls&stdout=1",
+        Some("v4.channel.k8s.io"),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn attach_over_spdy_follows_output_and_feeds_stdin() {
+    let env = start().await;
+    let relay = start_relay(&env).await;
+    let log = env.dir.path().join("attach.log");
+    std::fs::write(&log, cri("2024-01-01T00:00:01Z", "stdout", "F", "before")).unwrap();
+    let (_, session) = spdy_upgrade(
+        relay,
+        "/attach/ns/pod/attach?stdin=1&stdout=1&stderr=1",
+        Some("v4.channel.k8s.io"),
+    )
+    .await;
+    let session = session.unwrap();
+    let mut error = session.handle.open(stream_type("error")).await.unwrap();
+    let stdin = session.handle.open(stream_type("stdin")).await.unwrap();
+    let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
+    let mut stderr = session.handle.open(stream_type("stderr")).await.unwrap();
+    stdin
+        .writer
+        .write(Bytes::from_static(b"typed"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(cri("2024-01-01T00:00:02Z", "stdout", "P", "prompt$ ").as_bytes())
+            .unwrap();
+        f.write_all(cri("2024-01-01T00:00:03Z", "stderr", "F", "oops").as_bytes())
+            .unwrap();
+    }
+    let chunk = tokio::time::timeout(T, stdout.reader.read())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(chunk, Bytes::from_static(b"prompt$ "));
+    let chunk = tokio::time::timeout(T, stderr.reader.read())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(chunk, Bytes::from_static(b"oops\n"));
+    env.pods.set_running("ns/pod/attach", false);
+    assert_eq!(read_to_end(&mut stdout.reader).await, b"");
+    assert_eq!(
+        read_to_end(&mut error.reader).await,
+        br#"{"metadata":{},"status":"Success"}"#
+    );
+    assert_eq!(
+        std::fs::read(env.dir.path().join("stdin")).unwrap(),
+        b"typed"
+    );
+}
+
 #[tokio::test]
 async fn client_certificates_are_required_and_checked() {
     let env = start().await;
