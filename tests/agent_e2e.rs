@@ -490,8 +490,27 @@ spec:
     );
     let before = wait_pod(&s, "survivor", 60, "Ready", pod_ready);
     let marker = s.kubectl_ok(&["exec", "survivor", "--", "cat", "/tmp/boot"]);
+    let keeper_file = s.dir.path().join("agent/rt/keeper.pid");
+    let keeper = std::fs::read_to_string(&keeper_file).unwrap();
     s.restart_kill9();
     s.wait_node_ready();
+    // The same keeper serves the new server's agent; the one the new
+    // server forked at its start stood down.
+    assert_eq!(std::fs::read_to_string(&keeper_file).unwrap(), keeper);
+    let dir = s.dir.path().display().to_string();
+    s.wait_for("the new server's standby keeper to exit", 10, || {
+        let standbys = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let p = e.path();
+                std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c == "skiff-keeper\n")
+                    && std::fs::read(p.join("cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir))
+            })
+            .count();
+        (standbys == 1).then_some(())
+    });
     // Give the new agent time to (wrongly) restart anything.
     std::thread::sleep(Duration::from_secs(3));
     let after = wait_pod(&s, "survivor", 30, "Ready", pod_ready);

@@ -385,9 +385,19 @@ fn agent_with_a_bad_token_fails_clearly() {
         log.contains("401") && log.contains("token"),
         "unclear error: {log}"
     );
-    // Nothing was started on the machine for a node that cannot join.
+    // Nothing was started on the machine for a node that cannot join: the
+    // keeper forked at start (which carries the agent's command line) went
+    // with the agent, having created nothing.
     assert!(!dir.path().join("agent").join("rt").exists(), "{log}");
-    assert!(processes_with(&["__runtime-keeper", &dir.path().display().to_string()]).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&[&dir.path().display().to_string()]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a process of the refused agent is left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.path().join("agent").join("rt").exists(), "{log}");
 
     // A bare secret that is wrong is refused the same way.
     let (status, log, _dir) = failing_agent(&["--server", &url, "--token", "wrong"]);
@@ -463,8 +473,31 @@ spec:
     // What killall must remove is there.
     let data = a.dir.path().to_path_buf();
     let rt = std::fs::canonicalize(data.join("agent").join("rt")).unwrap();
-    let rt = rt.display().to_string();
-    assert!(!processes_with(&["__runtime-keeper", &rt]).is_empty());
+    let keeper: u32 = std::fs::read_to_string(rt.join("keeper.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The keeper was forked at the agent's start (before its threads), not
+    // re-executed: it carries the agent's command line, named skiff-keeper.
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{keeper}/comm")).unwrap(),
+        "skiff-keeper\n"
+    );
+    let cmdline = std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains(" agent ") && !cmdline.contains("__runtime-keeper"),
+        "{cmdline}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{keeper}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Threads:")),
+        Some("Threads:\t1")
+    );
+    let keeper_alive = || std::path::Path::new(&format!("/proc/{keeper}")).exists();
     assert!(!processes_with(&["sleep", "31337"]).is_empty());
     assert!(!mounts_under(&data).is_empty());
     assert!(link_exists("skiff0"));
@@ -500,14 +533,14 @@ spec:
     assert!(!status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let keeper = processes_with(&["__runtime-keeper", &rt]);
         let container = processes_with(&["sleep", "31337"]);
-        if keeper.is_empty() && container.is_empty() {
+        if !keeper_alive() && container.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "left running: keeper {keeper:?} container {container:?}"
+            "left running: keeper {keeper} {} container {container:?}",
+            keeper_alive()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -539,7 +572,8 @@ spec:
         String::from_utf8_lossy(&out.stderr)
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_with(&["__runtime-keeper", &rt]).is_empty() {
+    // Nothing of this node runs: no keeper, forked or re-executed.
+    while !processes_with(&[&data.display().to_string()]).is_empty() {
         assert!(Instant::now() < deadline, "a runtime keeper is left");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -75,18 +75,14 @@ fn pss_kib(pid: u32) -> u64 {
 }
 
 fn keeper_pid(dir: &std::path::Path) -> Option<u32> {
-    let want = dir.display().to_string();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("__runtime-keeper") && cmd.contains(&want) {
-            return Some(pid);
-        }
-    }
-    None
+    let pid: u32 = std::fs::read_to_string(dir.join("agent/rt/keeper.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
 }
 
 /// Deletes every pod at once (grace 0) and waits until they are gone.

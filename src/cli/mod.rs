@@ -202,17 +202,27 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server(args) => {
             let args = with_config_file(args)?;
+            if !args.disable_agent {
+                crate::agent::runtime::fork_standby(&keeper_dir(&args.data_dir));
+            }
             init_logging(args.debug, &args.log_format);
             crate::server::run(args)
         }
         Command::Images(args) => crate::agent::images::cli::run(args),
         Command::Agent(args) => {
+            crate::agent::runtime::fork_standby(&keeper_dir(&args.data_dir));
             init_logging(args.debug, &args.log_format);
             crate::agent::cli::run_agent(args)
         }
         Command::Killall(args) => crate::agent::cli::killall(args),
         Command::RuntimeKeeper { state_dir } => crate::agent::runtime::keeper_main(&state_dir),
     }
+}
+
+/// The runtime keeper's state dir for a node with `data_dir`; forked here,
+/// before any thread, because libcontainer needs a single-threaded process.
+fn keeper_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("agent").join("rt")
 }
 
 /// Fills every flag that came from its default (not the command line nor the

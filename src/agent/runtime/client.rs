@@ -216,7 +216,8 @@ async fn event_loop(sock: PathBuf, first: Conn, tx: broadcast::Sender<ContainerS
 
 impl Runtime {
     /// Connects to the keeper whose socket is in `state_dir`, starting it
-    /// (re-executing this binary) when none answers. A keeper that is
+    /// when none answers: the standby forked at the top of main (see
+    /// `standby`), or else this binary re-executed. A keeper that is
     /// already running — an agent restart — is reused with its containers.
     pub async fn connect_or_spawn(state_dir: &Path) -> Result<Runtime> {
         Self::connect_or_spawn_with(state_dir, Path::new("/proc/self/exe")).await
@@ -230,7 +231,10 @@ impl Runtime {
         let state_dir = std::fs::canonicalize(state_dir)?;
         let sock = state_dir.join("keeper.sock");
         if Conn::connect(&sock).await.is_err() {
-            spawn_keeper(&state_dir, exe)?;
+            // The keeper forked at the top of main, else this binary again.
+            if !super::standby::start(&state_dir) {
+                spawn_keeper(&state_dir, exe)?;
+            }
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if Conn::connect(&sock).await.is_ok() {
@@ -244,6 +248,8 @@ impl Runtime {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+        } else {
+            super::standby::release(&state_dir);
         }
         // Every pod worker hears every exit; one that falls behind gets
         // `Lagged` and resyncs from the runtime's list, so a short buffer

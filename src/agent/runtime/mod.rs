@@ -1,6 +1,9 @@
 //! The container runtime: youki's `libcontainer`, driven in a separate,
-//! single-threaded helper process (the "runtime keeper", `skiff
-//! __runtime-keeper`), never from the agent's tokio threads.
+//! single-threaded helper process (the "runtime keeper"), never from the
+//! agent's tokio threads. The keeper is forked at the top of `main` and
+//! waits until the agent needs it (`standby`); a process that could not
+//! fork it in time (tests, a thread already running) re-executes the
+//! binary as `skiff __runtime-keeper` instead.
 //!
 //! Layout of the state dir (keep it short: unix socket paths ≤ 108 bytes):
 //! `keeper.sock` (requests, see `proto`), `console.sock` (pty masters from
@@ -11,7 +14,8 @@
 //! (its devpts, controlling terminal set) and sends the master to
 //! `console.sock`; the keeper logs it as stdout. Exec processes get the
 //! container's `process` (user, env, cwd, caps, rlimits) with new args,
-//! but no seccomp filter: libcontainer's tenant builder drops it.
+//! and its seccomp filter, which libcontainer's tenant builder drops and
+//! the keeper's `ExecSeccomp` executor installs.
 //!
 //! Environment read by the keeper (inherited from the agent):
 //! `SKIFF_CONTAINER_LOG_MAX_SIZE` (bytes, default 10 MiB) and
@@ -27,6 +31,10 @@ mod keeper;
 mod logs;
 mod proto;
 pub mod spec;
+mod standby;
+
+#[allow(unused_imports)] // tests/runtime.rs compiles this module without main
+pub use standby::fork_standby;
 
 use std::path::{Path, PathBuf};
 
