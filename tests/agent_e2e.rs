@@ -497,6 +497,11 @@ spec:
     // The same keeper serves the new server's agent; the one the new
     // server forked at its start stood down.
     assert_eq!(std::fs::read_to_string(&keeper_file).unwrap(), keeper);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/comm", keeper.trim())).unwrap(),
+        "skiff-keeper\n",
+        "the keeper was not the one forked at the first server's start"
+    );
     let dir = s.dir.path().display().to_string();
     s.wait_for("the new server's standby keeper to exit", 10, || {
         let standbys = std::fs::read_dir("/proc")

@@ -171,8 +171,12 @@ async fn bench_pod_start_latency_and_memory() {
         let t = wait_for(name).await;
         lat.push((t - t0).as_secs_f64() * 1000.0);
     }
+    // Whether the latency grows with the number of pods already running.
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&lat[..20]), mean(&lat[80..]));
     let (p50, p99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
     println!("pod start latency, 100 pods one after another: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("  mean of pods 1-20: {first:.1} ms, of pods 81-100: {last:.1} ms");
     delete_all(&api).await;
 
     // 30 at once.
