@@ -731,6 +731,45 @@ impl Drop for Registry {
     }
 }
 
+/// `kubectl get pods -w` printing `fields` (jsonpath on the pod's first
+/// container status) per update, started before the pod exists so that it
+/// sees every state the container goes through.
+struct WaitingWatch(Child);
+
+impl WaitingWatch {
+    fn start(s: &Server, pod: &str, fields: &str) -> WaitingWatch {
+        let fields = fields.replace("{.", "{.status.containerStatuses[0].");
+        let child = s
+            .kubectl_command_pub(&[
+                "get",
+                "pods",
+                "--field-selector",
+                &format!("metadata.name={pod}"),
+                "-w",
+                "-o",
+                &format!("jsonpath={fields}{{\"\\n\"}}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let kubectl list (nothing) and start watching.
+        std::thread::sleep(Duration::from_secs(1));
+        WaitingWatch(child)
+    }
+
+    /// Stops kubectl; what it printed.
+    fn finish(self) -> String {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: SIGTERM to the kubectl child we spawned (PID not reaped yet).
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let out = self.0.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 #[test]
 fn pods_pull_with_pull_secrets_back_off_without_and_use_mirrors() {
     let dir = tempfile::tempdir().unwrap();
@@ -812,22 +851,7 @@ spec:
     );
 
     // Without the secret: ErrImagePull, then ImagePullBackOff, watched.
-    let watch = s
-        .kubectl_command_pub(&[
-            "get",
-            "pods",
-            "--field-selector",
-            "metadata.name=nosecret",
-            "-w",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.waiting.reason}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Let kubectl list (nothing) and start watching before the pod exists.
-    std::thread::sleep(Duration::from_secs(1));
+    let watch = WaitingWatch::start(&s, "nosecret", "{.state.waiting.reason}");
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         &format!(
@@ -854,13 +878,7 @@ spec:
     );
     assert!(msg.contains("Not authorized"), "{msg}");
     // kubectl watched from before the pod existed: it saw every state.
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: SIGTERM to the kubectl child we spawned (PID not reaped yet).
-    unsafe {
-        libc::kill(watch.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let out = watch.wait_with_output().unwrap();
-    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let seen = watch.finish();
     let errs = seen.lines().position(|l| l == "ErrImagePull");
     let backoff = seen.lines().position(|l| l == "ImagePullBackOff");
     assert!(
@@ -1008,21 +1026,11 @@ fn a_pull_that_fills_the_disk_fails_the_pod_cleanly_and_the_node_goes_on() {
     );
 
     // Every state the container shows, from before the pod exists.
-    let watch = s
-        .kubectl_command_pub(&[
-            "get",
-            "pods",
-            "--field-selector",
-            "metadata.name=big",
-            "-w",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    let watch = WaitingWatch::start(
+        &s,
+        "big",
+        "{.state.waiting.reason}|{.state.waiting.message}",
+    );
     let big = format!("{}/test/big:v1", registry.host());
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
@@ -1067,13 +1075,7 @@ spec:
         msg.to_lowercase().contains("no space left on device"),
         "{msg}"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: SIGTERM to the kubectl child we spawned (PID not reaped yet).
-    unsafe {
-        libc::kill(watch.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let out = watch.wait_with_output().unwrap();
-    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let seen = watch.finish();
     let err_pull = seen
         .lines()
         .position(|l| l.starts_with("ErrImagePull|"))
