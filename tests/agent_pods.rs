@@ -1275,7 +1275,7 @@ spec:
   containers:
   - name: c
     image: busybox:test
-    command: ["sh", "-c", "sleep 4; touch /tmp/started; exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "sleep 6; touch /tmp/started; exec httpd -f -p 8080 -h /www"]
     startupProbe: {exec: {command: [cat, /tmp/started]}, periodSeconds: 1, failureThreshold: 30}
     livenessProbe: {exec: {command: [cat, /tmp/started]}, periodSeconds: 1, failureThreshold: 1}
     readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
@@ -1300,6 +1300,7 @@ spec:
   - name: c
     image: busybox:test
     command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    startupProbe: {tcpSocket: {port: 8080}, periodSeconds: 1, failureThreshold: 30}
     livenessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 1, failureThreshold: 2}
 ---
 apiVersion: v1
@@ -1420,8 +1421,9 @@ fn probes_hooks_and_dns_policies_follow_upstream() {
     );
 
     // httpGet liveness: a 404 is a failure, and the container is restarted.
-    wait_pod(&s, "httplive", 60, "Running", |v| {
-        container_status(v, "c")["state"]["running"].is_object()
+    // (Its startup probe holds liveness back until httpd listens.)
+    wait_pod(&s, "httplive", 60, "started", |v| {
+        container_status(v, "c")["started"] == true
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
