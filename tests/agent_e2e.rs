@@ -626,18 +626,21 @@ spec:
     let tty = std::process::Command::new("script")
         .args(["-qec"])
         .arg(format!(
-            "kubectl --kubeconfig {} exec -it streams -c web -- sh -c 'tty; stty size'",
+            "stty cols 100 rows 30; kubectl --kubeconfig {} exec -it streams -c web -- sh -c 'sleep 1; tty; stty size'",
             s.kubeconfig.display()
         ))
         .arg("/dev/null")
-        .env("COLUMNS", "100")
-        .env("LINES", "30")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&tty.stdout);
     assert!(
         text.contains("/dev/pts/"),
         "no terminal in exec -it: {text}"
+    );
+    // kubectl's terminal size reached the container's (resize channel).
+    assert!(
+        text.contains("30 100"),
+        "terminal size not passed on: {text}"
     );
 
     // attach: stdin reaches the container, its output comes back.
