@@ -669,10 +669,8 @@ pub async fn start(
         .unwrap_or(0);
     if sc.run_as_non_root.or(psc.run_as_non_root) == Some(true) && uid == 0 {
         return Err(StartError::Config(format!(
-            "container has runAsNonRoot and image will run as root (pod: \"{}_{}({})\", container: {})",
-            pod.name_any(),
-            pod.namespace().unwrap_or_default(),
-            pod.uid().unwrap_or_default(),
+            "container has runAsNonRoot and image will run as root (pod: \"{}\", container: {})",
+            super::format_pod(pod),
             c.name
         )));
     }

@@ -40,6 +40,16 @@ pub struct InstanceId {
     pub attempt: u32,
 }
 
+/// A pod as upstream's messages name it (`format.Pod`): `name_namespace(uid)`.
+pub fn format_pod(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid().unwrap_or_default()
+    )
+}
+
 impl InstanceId {
     pub fn format(uid: &str, init: bool, index: usize, attempt: u32) -> String {
         format!("{uid}-{}{index}-{attempt}", if init { 'i' } else { 'c' })

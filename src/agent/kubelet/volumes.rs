@@ -605,9 +605,14 @@ pub fn write_etc_files(
         .clone()
         .unwrap_or_else(|| "ClusterFirst".into());
     let cluster = policy == "ClusterFirst" && !host_network || policy == "ClusterFirstWithHostNet";
-    // The node's resolver, as the kubelet's `--resolv-conf`.
+    // The node's resolver, as the kubelet's `--resolv-conf` (not read for
+    // `None`, which uses only the pod's dnsConfig).
     let host = {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let text = if policy == "None" {
+            String::new()
+        } else {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        };
         let mut s: (Vec<String>, Vec<String>, Vec<String>) = (vec![], vec![], vec![]);
         for l in text.lines() {
             let mut f = l.split_whitespace();
@@ -651,10 +656,10 @@ pub fn write_etc_files(
         }
     }
     // Duplicates dropped keeping the first, as upstream's omitDuplicates.
-    let mut seen = std::collections::HashSet::new();
-    servers.retain(|s| seen.insert(s.clone()));
-    let mut seen = std::collections::HashSet::new();
-    searches.retain(|s| seen.insert(s.clone()));
+    for list in [&mut servers, &mut searches] {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|s| seen.insert(s.clone()));
+    }
     servers.truncate(3);
     let mut text = String::new();
     if !searches.is_empty() {

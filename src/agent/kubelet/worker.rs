@@ -499,12 +499,10 @@ impl Worker {
                 if c.next_start > Some(now) {
                     c.backoff_used = true;
                     let msg = format!(
-                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                        "back-off {}s restarting failed container={} pod={}",
                         c.backoff.as_secs(),
                         c.name,
-                        pod.name_any(),
-                        pod.namespace().unwrap_or_default(),
-                        self.h.uid
+                        super::format_pod(pod),
                     );
                     c.waiting = Some(("CrashLoopBackOff".into(), msg.clone()));
                     let field = format!(
@@ -1354,11 +1352,9 @@ async fn run_handler(
     let timeout = Duration::from_secs(30);
     // Upstream's hook failure texts name the container and the pod.
     let who = format!(
-        "for Container {:?} in Pod \"{}_{}({})\" failed",
+        "for Container {:?} in Pod {:?} failed",
         c.name,
-        pod.name_any(),
-        pod.namespace().unwrap_or_default(),
-        pod.uid().unwrap_or_default()
+        super::format_pod(pod)
     );
     if let Some(e) = &h.exec {
         match probe::exec(&kl.runtime, id, e, timeout).await {
