@@ -2,7 +2,7 @@
 //! events, fed by the store's event stream. LIST, GET and WATCH are served
 //! from here; only writes go to the store.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
@@ -307,6 +307,7 @@ impl Cache {
             applied: self.applied.subscribe(),
             last: from,
             pending: VecDeque::new(),
+            replayed: Default::default(),
         };
         sub.fill().await?;
         Ok(sub)
@@ -325,9 +326,14 @@ impl Cache {
 
     /// Events after `from` read from the store's history (a watcher
     /// resuming from before the in-memory window).
-    async fn replay(&self, from: Revision) -> Result<Vec<Arc<CacheEvent>>, StoreError> {
+    /// `prevs` holds each key's latest version replayed so far, across
+    /// pages, so an update's previous version is known after the first.
+    async fn replay(
+        &self,
+        from: Revision,
+        prevs: &mut HashMap<String, Arc<Obj>>,
+    ) -> Result<Vec<Arc<CacheEvent>>, StoreError> {
         let evs = self.backend.history(from, REPLAY_PAGE).await?;
-        let mut prevs: std::collections::HashMap<String, Arc<Obj>> = Default::default();
         let mut out = Vec::with_capacity(evs.len());
         for ev in evs {
             let rev = ev.kv.mod_revision;
@@ -367,6 +373,8 @@ pub struct Subscription {
     applied: watch::Receiver<Revision>,
     last: Revision,
     pending: VecDeque<Arc<CacheEvent>>,
+    /// While replaying from the store: the latest version of each key seen.
+    replayed: HashMap<String, Arc<Obj>>,
 }
 
 impl Subscription {
@@ -374,8 +382,11 @@ impl Subscription {
     async fn fill(&mut self) -> Result<(), StoreError> {
         self.applied.borrow_and_update();
         let evs = match self.cache.events_after(self.last) {
-            Some(evs) => evs,
-            None => self.cache.replay(self.last).await?,
+            Some(evs) => {
+                self.replayed = HashMap::new();
+                evs
+            }
+            None => self.cache.replay(self.last, &mut self.replayed).await?,
         };
         for ev in evs {
             if ev.revision > self.last {
@@ -429,9 +440,33 @@ mod tests {
             Arc::new(crate::store::sqlite::open(&dir.path().join("db")).unwrap());
         let cache = Cache::open(backend.clone()).await.unwrap();
         let mut sub = cache.watch_from(cache.revision()).await.unwrap();
-        let n = HISTORY_LIMIT + 500;
+        // `x` is updated on the second replay page, created on the first.
+        let x = |v: &str| {
+            Bytes::from(format!(
+                r#"{{"kind":"ConfigMap","metadata":{{"name":"x","labels":{{"v":"{v}"}}}}}}"#
+            ))
+        };
+        let x_key = "/registry/core/configmaps/default/x".to_string();
+        backend
+            .write(Op::Create {
+                key: x_key.clone(),
+                value: x("1"),
+            })
+            .await
+            .unwrap();
+        let n = HISTORY_LIMIT + REPLAY_PAGE + 500;
         let mut last = 0;
         for i in 0..n {
+            if i == REPLAY_PAGE {
+                backend
+                    .write(Op::Update {
+                        key: x_key.clone(),
+                        value: x("2"),
+                        expected: None,
+                    })
+                    .await
+                    .unwrap();
+            }
             let value = format!(r#"{{"kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}"#);
             let ev = backend
                 .write(Op::Create {
@@ -444,18 +479,31 @@ mod tests {
         }
         cache.wait_for(last).await;
         assert!(cache.events_after(0).is_none(), "window should have moved");
+        let label = |o: &Obj| o.value()["metadata"]["labels"]["v"].clone();
+        let created = sub.recv().await.unwrap();
+        assert_eq!(label(created.obj.as_ref().unwrap()), "1");
         let mut seen = 0;
-        let mut prev = 0;
+        let mut prev = created.revision;
+        let mut updated = false;
         while seen < n {
             let ev = sub.recv().await.unwrap();
             assert!(ev.revision > prev);
             prev = ev.revision;
+            if ev.key == x_key {
+                // Its previous version is the one replayed a page before
+                // (selector transitions depend on it), not a stand-in.
+                assert_eq!(label(ev.obj.as_ref().unwrap()), "2");
+                assert_eq!(label(ev.prev.as_ref().unwrap()), "1");
+                updated = true;
+                continue;
+            }
             assert_eq!(
                 ev.obj.as_ref().unwrap().name(),
                 Some(format!("c{seen}").as_str())
             );
             seen += 1;
         }
+        assert!(updated);
         assert_eq!(prev, last);
         assert!(sub.try_recv().await.unwrap().is_none());
     }

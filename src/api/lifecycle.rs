@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::handlers::{self, DeleteOpts};
 use super::{Api, Target};
+use crate::store::StoreError;
 
 fn target(
     api: &Api,
@@ -109,8 +110,10 @@ pub async fn run(api: Arc<Api>) {
         let mut work = false;
         // Namespaces whose quota usage may have changed; None = all of them.
         let mut touched: Option<std::collections::HashSet<String>> = Some(Default::default());
+        let mut behind = false;
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Ok(ev)) => note(&ev, &mut work, &mut touched),
+            Ok(Err(StoreError::Compacted { .. })) => behind = true,
             Ok(Err(_)) => return,
             // Idle: a periodic pass catches anything a lagged receiver missed.
             Err(_) => {
@@ -118,12 +121,23 @@ pub async fn run(api: Arc<Api>) {
                 touched = None;
             }
         }
-        loop {
+        while !behind {
             match rx.try_recv().await {
                 Ok(Some(ev)) => note(&ev, &mut work, &mut touched),
                 Ok(None) => break,
+                Err(StoreError::Compacted { .. }) => behind = true,
                 Err(_) => return,
             }
+        }
+        // Fell behind the compacted history (a long GC pass): start over
+        // from now; one full pass covers whatever was missed.
+        if behind {
+            rx = match api.cache.watch_from(api.cache.revision()).await {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            work = true;
+            touched = None;
         }
         super::admission::refresh_quotas(&api, touched.as_ref()).await;
         if work {

@@ -201,7 +201,8 @@ pub async fn watch(
             tokio::select! {
                 r = live.recv() => match r {
                     Ok(ev) => {
-                        if ev.revision <= last { continue; }
+                        // The subscription starts at start_rev and never
+                        // repeats a revision; `last` is for bookmarks.
                         last = ev.revision;
                         if !w.event(&ev).await { return; }
                     }
