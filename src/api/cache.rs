@@ -214,24 +214,28 @@ impl Cache {
 
     fn apply(&self, ev: Event) {
         let rev = ev.kv.mod_revision;
-        let mut inner = self.inner.write().unwrap();
-        if rev <= inner.revision {
+        if rev <= self.revision() {
             return;
         }
+        // Built before the write lock is taken: readers (LIST, GET,
+        // watchers) wait on that lock. Only this task applies events.
+        let built = (ev.kind == EventKind::Put)
+            .then(|| Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev)));
+        let mut inner = self.inner.write().unwrap();
         let prev = inner.objects.get(&ev.kv.key).cloned();
-        let obj = match ev.kind {
-            EventKind::Put => {
-                let obj = Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev));
+        let obj = match built {
+            Some(obj) => {
                 inner.objects.insert(ev.kv.key.clone(), obj.clone());
                 Some(obj)
             }
-            EventKind::Delete => {
+            None => {
                 inner.objects.remove(&ev.kv.key);
                 None
             }
         };
+        // A delete of something the cache never held (rare): its last value.
         let prev = prev.or_else(|| {
-            (ev.kind == EventKind::Delete)
+            obj.is_none()
                 .then(|| Arc::new(materialize(&ev.kv.key, &ev.kv.value, rev)))
         });
         let ce = Arc::new(CacheEvent {

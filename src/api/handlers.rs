@@ -538,6 +538,13 @@ pub fn namespace_check(api: &Api, ns: &str) -> ApiResult<()> {
 pub async fn store_write(api: &Api, op: Op) -> Result<Arc<Obj>, StoreError> {
     let ev = api.cache.backend().write(op).await?;
     api.cache.wait_for(ev.kv.mod_revision).await;
+    // The object the cache built from this write, unless a later write
+    // replaced it or this was a delete.
+    if let Some(o) = api.cache.get(&ev.kv.key)
+        && o.mod_revision == ev.kv.mod_revision
+    {
+        return Ok(o);
+    }
     Ok(Arc::new(super::cache::materialize(
         &ev.kv.key,
         &ev.kv.value,
