@@ -212,7 +212,7 @@ impl PodsSeen {
 pub struct Manager<K: ReplicaOwner> {
     client: Client,
     owners: Store<K>,
-    pods: Store<Pod>,
+    /// The shared pod store, and whether this controller has seen all of it.
     pods_seen: PodsSeen,
     expectations: Expectations,
     backoff: Backoff,
@@ -232,7 +232,6 @@ impl<K: ReplicaOwner> Manager<K> {
         let mgr = Arc::new(Manager {
             client: client.clone(),
             owners: owners.clone(),
-            pods: pods_seen.store.clone(),
             pods_seen,
             expectations: Expectations::default(),
             backoff: Backoff::default(),
@@ -405,7 +404,7 @@ impl<K: ReplicaOwner> Manager<K> {
         // is then in the list we count.
         let needs_sync = self.expectations.satisfied(&key);
         let ns = owner.namespace().unwrap_or_default();
-        let active: Vec<Arc<Pod>> = self.pods.state_filter(|p| {
+        let active: Vec<Arc<Pod>> = self.pods_seen.store.state_filter(|p| {
             p.metadata.namespace.as_deref() == Some(ns.as_str()) && is_pod_active(p)
         });
         let pods = self.claim_pods(&owner, active).await?;
@@ -682,7 +681,7 @@ impl<K: ReplicaOwner> Manager<K> {
                 }
             }
         }
-        self.pods.state_filter(|p| {
+        self.pods_seen.store.state_filter(|p| {
             p.metadata.namespace.as_deref() == Some(ns.as_str())
                 && is_pod_active(p)
                 && controller_of(p).is_some_and(|r| uids.contains(&r.uid))

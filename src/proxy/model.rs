@@ -85,8 +85,6 @@ fn ipv4(s: &str) -> Option<Ipv4Addr> {
     s.parse().ok()
 }
 
-/// Every programmable service port. `node` filters endpoints of services
-/// with `internalTrafficPolicy: Local` to this node's.
 /// The (namespace, name) of the Service an IPv4 EndpointSlice belongs to.
 pub fn ipv4_slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
     if slice.address_type != "IPv4" {
@@ -97,11 +95,13 @@ pub fn ipv4_slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
         .metadata
         .labels
         .as_ref()?
-        .get("kubernetes.io/service-name")?
+        .get(crate::controllers::endpoints::LABEL_SERVICE_NAME)?
         .clone();
     Some((ns, svc))
 }
 
+/// Every programmable service port. `node` filters endpoints of services
+/// with `internalTrafficPolicy: Local` to this node's.
 pub fn service_ports(
     services: &[std::sync::Arc<Service>],
     slices: &[std::sync::Arc<EndpointSlice>],
