@@ -920,20 +920,21 @@ impl FieldSelector {
             .map(|t| t.value.as_str())
     }
 
-    /// Whether `obj` is selected; the kind is taken from `obj.kind`.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Whether `obj` is selected; the kind is taken from `obj.kind`. Goes
+    /// the way the cache does: `selectable_fields`, then `matches_fields`.
+    #[cfg(test)]
     pub fn matches(&self, obj: &Value) -> bool {
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-        self.matches_kind(kind, obj)
-    }
-
-    /// Whether `obj`, an object of `kind`, is selected. Field values follow
-    /// upstream's per-kind field sets (e.g. a Node without
-    /// `spec.unschedulable` has `spec.unschedulable=false`).
-    pub fn matches_kind(&self, kind: &str, obj: &Value) -> bool {
-        self.terms.iter().all(|t| {
-            let v = field_value(kind, obj, &t.field);
-            (v == t.value) != t.negated
+        let fields = selectable_fields(kind, obj);
+        let meta = |k: &str| obj["metadata"][k].as_str().unwrap_or("");
+        self.matches_fields(|f| match f {
+            "metadata.name" => meta("name"),
+            "metadata.namespace" => meta("namespace"),
+            f => fields
+                .iter()
+                .find(|(k, _)| *k == f)
+                .map(|(_, v)| &**v)
+                .unwrap_or(""),
         })
     }
 
