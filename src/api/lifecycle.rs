@@ -266,9 +266,15 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
         .iter()
         .filter_map(|(i, o)| o.uid().map(|u| (u.to_string(), (i.clone(), o.clone()))))
         .collect();
-    let finalizers = |o: &super::cache::Obj| -> Vec<String> {
-        o.meta.finalizers.iter().map(|f| f.to_string()).collect()
-    };
+    let has_finalizer =
+        |o: &super::cache::Obj, name: &str| o.meta.finalizers.iter().any(|f| &**f == name);
+    // Owner uid → whether any of its dependents has blockOwnerDeletion.
+    let mut dependents: std::collections::HashMap<&str, bool> = Default::default();
+    for (_, d) in &all {
+        for (owner, block) in &d.meta.owners {
+            *dependents.entry(&**owner).or_default() |= *block;
+        }
+    }
     // Owners waiting on dependents.
     let mut blocking: std::collections::HashSet<String> = Default::default();
     for (info, o) in &all {
@@ -285,11 +291,10 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
                 None => delete_me = true,
                 Some((_, owner)) => {
                     all_owners_gone = false;
-                    let f = finalizers(owner);
                     let deleting = owner.meta.deleting;
-                    if deleting && f.iter().any(|x| x == "orphan") {
+                    if deleting && has_finalizer(owner, "orphan") {
                         orphan_from.push(uid.to_string());
-                    } else if deleting && f.iter().any(|x| x == "foregroundDeletion") {
+                    } else if deleting && has_finalizer(owner, "foregroundDeletion") {
                         // Every dependent goes; only those with
                         // blockOwnerDeletion hold the owner back.
                         if *blocks_owner {
@@ -359,18 +364,10 @@ async fn collect_garbage(api: &Arc<Api>) -> bool {
         if !o.meta.deleting {
             continue;
         }
-        let f = finalizers(o);
+        let f: Vec<String> = o.meta.finalizers.iter().map(|f| f.to_string()).collect();
         let uid = o.uid().unwrap_or("");
-        let refs_to_me = |blocking_only: bool| {
-            all.iter().any(|(_, d)| {
-                d.meta
-                    .owners
-                    .iter()
-                    .any(|(r, block)| **r == *uid && (*block || !blocking_only))
-            })
-        };
-        let has_dependents = refs_to_me(false);
-        let has_blocking_dependents = refs_to_me(true);
+        let has_dependents = dependents.contains_key(uid);
+        let has_blocking_dependents = dependents.get(uid) == Some(&true);
         let mut new_f = f.clone();
         if f.iter().any(|x| x == "orphan") && !has_dependents {
             new_f.retain(|x| x != "orphan");
