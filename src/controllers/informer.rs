@@ -209,6 +209,26 @@ where
         .modify(super::slim_cached::<K>)
 }
 
+/// Applies each watch event to the differ's store and yields the changes
+/// it made, one batch per event that changed something. Watch errors are
+/// logged; the watcher retries with back-off.
+fn change_batches<K>(
+    mut differ: Differ<K>,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+) -> impl Stream<Item = Vec<Change<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    events.filter_map(move |ev| {
+        let mut changes = Vec::new();
+        match ev {
+            Ok(ev) => differ.apply(ev, &mut changes),
+            Err(e) => tracing::debug!(kind = %K::kind(&()), "watch error: {e}"),
+        }
+        std::future::ready((!changes.is_empty()).then_some(changes))
+    })
+}
+
 /// Lists and watches `api` into `writer`'s store and calls `on_change` for
 /// every add, update and delete once the store reflects it (re-listed
 /// objects that did not change are not reported). For kinds only one
@@ -218,19 +238,10 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     F: FnMut(Change<K>),
 {
-    let mut differ = Differ::new(writer);
-    let stream = watch_stream(api);
-    futures::pin_mut!(stream);
-    let mut changes = Vec::new();
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(ev) => differ.apply(ev, &mut changes),
-            Err(e) => {
-                tracing::debug!(kind = %K::kind(&()), "watch error: {e}");
-                continue;
-            }
-        }
-        for change in changes.drain(..) {
+    let batches = change_batches(Differ::new(writer), watch_stream(api));
+    futures::pin_mut!(batches);
+    while let Some(changes) = batches.next().await {
+        for change in changes {
             if let Change::Updated(old, new) = &change
                 && old.resource_version() == new.resource_version()
             {
@@ -303,29 +314,19 @@ where
     /// Applies `events` to the store and fans the changes out.
     async fn pump(
         &self,
-        mut differ: Differ<K>,
+        differ: Differ<K>,
         events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     ) {
-        futures::pin_mut!(events);
-        let mut changes = Vec::new();
-        while let Some(ev) = events.next().await {
-            match ev {
-                Ok(ev) => differ.apply(ev, &mut changes),
-                Err(e) => {
-                    tracing::debug!(kind = %K::kind(&()), "watch error: {e}");
-                    continue;
-                }
-            }
-            if changes.is_empty() {
-                continue;
-            }
+        let batches = change_batches(differ, events);
+        futures::pin_mut!(batches);
+        while let Some(changes) = batches.next().await {
             let subscribers = self
                 .subscribers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let mut closed = false;
-            for change in changes.drain(..) {
+            for change in changes {
                 for tx in &subscribers {
                     closed |= tx.send(change.clone()).await.is_err();
                 }
