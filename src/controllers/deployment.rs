@@ -36,10 +36,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::informer;
+use super::informer::{self, Change};
 use super::podcontrol::{
-    self, Backoff, Change, controller_of, controller_ref, key_of, selector_is_empty,
-    selector_matches,
+    self, Backoff, controller_of, controller_ref, key_of, selector_is_empty, selector_matches,
 };
 
 const CONTROLLER: &str = "deployment-controller";

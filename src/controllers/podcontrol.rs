@@ -36,8 +36,6 @@ pub const BURST_REPLICAS: usize = 500;
 /// Annotation that orders pods for scale-down (upstream PodDeletionCost).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-pub use super::informer::Change;
-
 /// The queue an `applier` reads: object references sent by informer
 /// handlers and by anyone else who wants an object reconciled.
 pub fn queue<K: Resource<DynamicType = ()> + 'static>() -> (

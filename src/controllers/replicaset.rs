@@ -32,10 +32,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::informer::{self, Subscription};
+use super::informer::{self, Change, Subscription};
 use super::podcontrol::{
-    self, BURST_REPLICAS, Backoff, Change, Expectations, controller_of, controller_ref,
-    is_pod_active, is_pod_available, is_pod_ready, key_of, selector_matches,
+    self, BURST_REPLICAS, Backoff, Expectations, controller_of, controller_ref, is_pod_active,
+    is_pod_available, is_pod_ready, key_of, selector_matches,
 };
 
 /// Periodic resync, a last line of defence against a missed event.
