@@ -194,7 +194,7 @@ impl Filter {
         };
         let fields = match ctx.query.get("fieldSelector") {
             Some(s) => {
-                let fs = selector::FieldSelector::parse(s).map_err(ApiError::bad_request)?;
+                let mut fs = selector::FieldSelector::parse(s).map_err(ApiError::bad_request)?;
                 for f in fs.fields() {
                     if !selector::FieldSelector::supported(&info.kind, f) {
                         return Err(ApiError::bad_request(format!(
@@ -202,6 +202,7 @@ impl Filter {
                         )));
                     }
                 }
+                fs.canonicalize(&info.kind);
                 Some(fs)
             }
             None => None,

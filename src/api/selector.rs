@@ -925,9 +925,11 @@ impl FieldSelector {
     #[cfg(test)]
     pub fn matches(&self, obj: &Value) -> bool {
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let mut this = self.clone();
+        this.canonicalize(kind);
         let fields = selectable_fields(kind, obj);
         let meta = |k: &str| obj["metadata"][k].as_str().unwrap_or("");
-        self.matches_fields(|f| match f {
+        this.matches_fields(|f| match f {
             "metadata.name" => meta("name"),
             "metadata.namespace" => meta("namespace"),
             f => fields
@@ -949,7 +951,15 @@ impl FieldSelector {
     /// Whether kube-apiserver accepts `field` in a field selector for `kind`.
     pub fn supported(kind: &str, field: &str) -> bool {
         matches!(field, "metadata.name" | "metadata.namespace")
-            || extra_fields(kind).contains(&field)
+            || extra_fields(kind).contains(&canonical_field(kind, field))
+    }
+
+    /// Rewrites alias spellings (events.k8s.io's `regarding.*`) to the
+    /// field the cache stores for `kind`.
+    pub fn canonicalize(&mut self, kind: &str) {
+        for t in &mut self.terms {
+            t.field = canonical_field(kind, &t.field).to_string();
+        }
     }
 }
 
@@ -963,6 +973,33 @@ pub fn selectable_fields(kind: &str, obj: &Value) -> Vec<(&'static str, Box<str>
             (!v.is_empty()).then(|| (*f, v.into_boxed_str()))
         })
         .collect()
+}
+
+/// events.k8s.io/v1's spellings of Event fields, and the core/v1 field
+/// each names: selectors are rewritten to the latter, so a cached Event
+/// holds each value once.
+const EVENT_FIELD_ALIASES: &[(&str, &str)] = &[
+    ("regarding.kind", "involvedObject.kind"),
+    ("regarding.namespace", "involvedObject.namespace"),
+    ("regarding.name", "involvedObject.name"),
+    ("regarding.uid", "involvedObject.uid"),
+    ("regarding.apiVersion", "involvedObject.apiVersion"),
+    (
+        "regarding.resourceVersion",
+        "involvedObject.resourceVersion",
+    ),
+    ("regarding.fieldPath", "involvedObject.fieldPath"),
+    ("reportingController", "reportingComponent"),
+];
+
+/// The field `field` of a `kind` object is stored under.
+fn canonical_field<'a>(kind: &str, field: &'a str) -> &'a str {
+    if kind == "Event"
+        && let Some((_, f)) = EVENT_FIELD_ALIASES.iter().find(|(a, _)| *a == field)
+    {
+        return f;
+    }
+    field
 }
 
 /// The fields kube-apiserver selects on for `kind`, beyond `metadata.name`
@@ -992,15 +1029,6 @@ fn extra_fields(kind: &str) -> &'static [&'static str] {
             "reportingComponent",
             "source",
             "type",
-            // events.k8s.io/v1 spellings of the same fields.
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "regarding.apiVersion",
-            "regarding.resourceVersion",
-            "regarding.fieldPath",
-            "reportingController",
         ],
         "Node" => &["spec.unschedulable"],
         "Namespace" => &["status.phase"],
@@ -1129,19 +1157,13 @@ fn field_value(kind: &str, obj: &Value, field: &str) -> String {
 
 fn event_field_value(obj: &Value, field: &str) -> String {
     let get = |path: &str| lookup_string(obj, path);
-    // events.k8s.io/v1 stores the same data under other names; its field
-    // selectors use `regarding.*` and `reportingController`.
+    // events.k8s.io/v1 stores the same data under other names.
     let new_api = obj
         .get("apiVersion")
         .and_then(Value::as_str)
         .is_some_and(|v| v.starts_with("events.k8s.io/"));
-    let field = match field {
-        "reportingController" => "reportingComponent",
-        f => f,
-    };
-    let involved = field
-        .strip_prefix("involvedObject.")
-        .or_else(|| field.strip_prefix("regarding."));
+    // (Selectors name the core/v1 fields: see EVENT_FIELD_ALIASES.)
+    let involved = field.strip_prefix("involvedObject.");
     let reporting = || {
         if new_api {
             get("reportingController")
@@ -1532,5 +1554,42 @@ mod tests {
             "spec.signerName"
         ));
         assert!(!FieldSelector::supported("Deployment", "status.replicas"));
+    }
+
+    #[test]
+    fn event_aliases_select_both_event_apis_and_are_stored_once() {
+        let core = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e1", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p1"},
+            "reportingComponent": "kubelet"});
+        let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e2", "namespace": "default"},
+            "regarding": {"kind": "Pod", "name": "p1"},
+            "reportingController": "kubelet"});
+        for sel in [
+            "regarding.name=p1",
+            "involvedObject.name=p1",
+            "regarding.kind=Pod,reportingController=kubelet",
+            "reportingComponent=kubelet",
+        ] {
+            let fs = FieldSelector::parse(sel).unwrap();
+            assert!(fs.fields().all(|f| FieldSelector::supported("Event", f)));
+            assert!(fs.matches(&core), "{sel} on core/v1");
+            assert!(fs.matches(&new), "{sel} on events.k8s.io/v1");
+        }
+        assert!(
+            !FieldSelector::parse("regarding.name=p2")
+                .unwrap()
+                .matches(&new)
+        );
+        let stored: Vec<&str> = selectable_fields("Event", &new)
+            .iter()
+            .map(|(f, _)| *f)
+            .collect();
+        assert!(stored.contains(&"involvedObject.name"), "{stored:?}");
+        assert!(
+            !stored.iter().any(|f| f.starts_with("regarding.")),
+            "{stored:?}"
+        );
     }
 }
