@@ -793,6 +793,16 @@ async fn spdy_upgrade(
     (resp, Some(Session::spawn(r, w, Role::Client)))
 }
 
+/// A SPDY session for `path` after an upgrade that chose `want` among the
+/// `offer`ed protocols.
+async fn spdy_session(relay: SocketAddr, path: &str, offer: &str, want: &str) -> Session {
+    let (resp, session) = spdy_upgrade(relay, path, Some(offer)).await;
+    assert_eq!(resp.status(), 101);
+    assert_eq!(resp.headers()[header::UPGRADE], "SPDY/3.1");
+    assert_eq!(resp.headers()["x-stream-protocol-version"], want);
+    session.unwrap()
+}
+
 fn stream_type(t: &str) -> spdy::Headers {
     vec![("streamtype".into(), t.into())]
 }
@@ -815,19 +825,13 @@ async fn exec_over_spdy_stdin_fin_and_exit_code_through_the_relay() {
     let relay = start_relay(&env).await;
     let path = "/exec/ns/pod/c?command=sh&command=-c&command=cat%3B+echo+err+%3E%262%3B+exit+3&stdin=1&stdout=1&stderr=1";
     // kubectl's offer, in its order.
-    let (resp, session) = spdy_upgrade(
+    let session = spdy_session(
         relay,
         path,
-        Some("v5.channel.k8s.io,v4.channel.k8s.io,v3.channel.k8s.io,v2.channel.k8s.io,channel.k8s.io"),
+        "v5.channel.k8s.io,v4.channel.k8s.io,v3.channel.k8s.io,v2.channel.k8s.io,channel.k8s.io",
+        "v5.channel.k8s.io",
     )
     .await;
-    assert_eq!(resp.status(), 101);
-    assert_eq!(resp.headers()[header::UPGRADE], "SPDY/3.1");
-    assert_eq!(
-        resp.headers()["x-stream-protocol-version"],
-        "v5.channel.k8s.io"
-    );
-    let session = session.unwrap();
     let mut error = session.handle.open(stream_type("error")).await.unwrap();
     let stdin = session.handle.open(stream_type("stdin")).await.unwrap();
     let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
@@ -862,17 +866,13 @@ async fn exec_over_spdy_older_protocols_and_resize() {
     let env = start().await;
     let relay = start_relay(&env).await;
     // v4: success is a JSON Status.
-    let (resp, session) = spdy_upgrade(
+    let session = spdy_session(
         relay,
         "/exec/ns/pod/c?command=echo&command=hi&stdout=1",
-        Some("v4.channel.k8s.io"),
+        "v4.channel.k8s.io",
+        "v4.channel.k8s.io",
     )
     .await;
-    assert_eq!(
-        resp.headers()["x-stream-protocol-version"],
-        "v4.channel.k8s.io"
-    );
-    let session = session.unwrap();
     let mut error = session.handle.open(stream_type("error")).await.unwrap();
     let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
     assert_eq!(read_to_end(&mut stdout.reader).await, b"hi\n");
@@ -882,17 +882,13 @@ async fn exec_over_spdy_older_protocols_and_resize() {
     );
 
     // v2: a failure is its message as text, success is nothing.
-    let (resp, session) = spdy_upgrade(
+    let session = spdy_session(
         relay,
         "/exec/ns/pod/c?command=sh&command=-c&command=exit+4&stdout=1",
-        Some("v2.channel.k8s.io, channel.k8s.io"),
+        "v2.channel.k8s.io, channel.k8s.io",
+        "v2.channel.k8s.io",
     )
     .await;
-    assert_eq!(
-        resp.headers()["x-stream-protocol-version"],
-        "v2.channel.k8s.io"
-    );
-    let session = session.unwrap();
     let mut error = session.handle.open(stream_type("error")).await.unwrap();
     let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
     assert_eq!(read_to_end(&mut stdout.reader).await, b"");
@@ -900,30 +896,26 @@ async fn exec_over_spdy_older_protocols_and_resize() {
         String::from_utf8(read_to_end(&mut error.reader).await).unwrap(),
         "command terminated with non-zero exit code: error executing command [sh -c exit 4], exit code 4"
     );
-    let (_, session) = spdy_upgrade(
+    let session = spdy_session(
         relay,
         "/exec/ns/pod/c?command=true&stdout=1",
-        Some("v2.channel.k8s.io"),
+        "v2.channel.k8s.io",
+        "v2.channel.k8s.io",
     )
     .await;
-    let session = session.unwrap();
     let mut error = session.handle.open(stream_type("error")).await.unwrap();
     let _stdout = session.handle.open(stream_type("stdout")).await.unwrap();
     assert_eq!(read_to_end(&mut error.reader).await, b"");
 
     // v3 with a terminal: the session waits for the resize stream too,
     // whose JSON objects resize the terminal.
-    let (resp, session) = spdy_upgrade(
+    let session = spdy_session(
         relay,
         "/exec/ns/pod/c?command=cat&stdin=1&stdout=1&tty=1",
-        Some("v3.channel.k8s.io"),
+        "v3.channel.k8s.io",
+        "v3.channel.k8s.io",
     )
     .await;
-    assert_eq!(
-        resp.headers()["x-stream-protocol-version"],
-        "v3.channel.k8s.io"
-    );
-    let session = session.unwrap();
     let mut error = session.handle.open(stream_type("error")).await.unwrap();
     let stdin = session.handle.open(stream_type("stdin")).await.unwrap();
     let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
@@ -998,13 +990,13 @@ async fn attach_over_spdy_follows_output_and_feeds_stdin() {
     let relay = start_relay(&env).await;
     let log = env.dir.path().join("attach.log");
     std::fs::write(&log, cri("2024-01-01T00:00:01Z", "stdout", "F", "before")).unwrap();
-    let (_, session) = spdy_upgrade(
+    let session = spdy_session(
         relay,
         "/attach/ns/pod/attach?stdin=1&stdout=1&stderr=1",
-        Some("v4.channel.k8s.io"),
+        "v4.channel.k8s.io",
+        "v4.channel.k8s.io",
     )
     .await;
-    let session = session.unwrap();
     let mut error = session.handle.open(stream_type("error")).await.unwrap();
     let stdin = session.handle.open(stream_type("stdin")).await.unwrap();
     let mut stdout = session.handle.open(stream_type("stdout")).await.unwrap();
