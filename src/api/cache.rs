@@ -312,8 +312,20 @@ impl Cache {
             last: from,
             pending: VecDeque::new(),
             replayed: Default::default(),
+            replay: true,
         };
         sub.fill().await?;
+        Ok(sub)
+    }
+
+    /// As [`Cache::watch_from`] the current revision, for a consumer that
+    /// only needs to know that something changed: once it falls behind the
+    /// in-memory window it gets `Err(Compacted)` (start over) instead of a
+    /// replay from the store, which would rebuild every missed event and
+    /// keep each replayed object until it caught up.
+    pub async fn watch_changes(self: &Arc<Self>) -> Result<Subscription, StoreError> {
+        let mut sub = self.watch_from(self.revision()).await?;
+        sub.replay = false;
         Ok(sub)
     }
 
@@ -379,6 +391,9 @@ pub struct Subscription {
     pending: VecDeque<Arc<CacheEvent>>,
     /// While replaying from the store: the latest version of each key seen.
     replayed: HashMap<String, Arc<Obj>>,
+    /// Whether falling behind the window replays from the store (else
+    /// `Err(Compacted)`).
+    replay: bool,
 }
 
 impl Subscription {
@@ -390,7 +405,13 @@ impl Subscription {
                 self.replayed = HashMap::new();
                 evs
             }
-            None => self.cache.replay(self.last, &mut self.replayed).await?,
+            None if self.replay => self.cache.replay(self.last, &mut self.replayed).await?,
+            None => {
+                return Err(StoreError::Compacted {
+                    requested: self.last,
+                    compacted: self.cache.inner.read().unwrap().history_from,
+                });
+            }
         };
         for ev in evs {
             if ev.revision > self.last {
@@ -510,5 +531,34 @@ mod tests {
         assert!(updated);
         assert_eq!(prev, last);
         assert!(sub.try_recv().await.unwrap().is_none());
+    }
+
+    /// A change-only subscription that falls behind the window is told to
+    /// start over instead of replaying from the store.
+    #[tokio::test]
+    async fn change_subscription_is_told_to_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::store::sqlite::open(&dir.path().join("db")).unwrap());
+        let cache = Cache::open(backend.clone()).await.unwrap();
+        let mut sub = cache.watch_changes().await.unwrap();
+        let mut last = 0;
+        for i in 0..HISTORY_LIMIT + 10 {
+            let value = format!(r#"{{"kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}"#);
+            let ev = backend
+                .write(Op::Create {
+                    key: format!("/registry/core/configmaps/default/c{i}"),
+                    value: Bytes::from(value),
+                })
+                .await
+                .unwrap();
+            last = ev.kv.mod_revision;
+        }
+        cache.wait_for(last).await;
+        assert!(matches!(
+            sub.recv().await,
+            Err(StoreError::Compacted { .. })
+        ));
+        assert!(sub.replayed.is_empty());
     }
 }

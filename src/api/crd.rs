@@ -149,7 +149,7 @@ fn add_crd(reg: &mut Registry, crd: &Value) {
 pub async fn run(api: Arc<Api>) {
     rebuild(&api);
     establish_all(&api).await;
-    let Ok(mut rx) = api.cache.watch_from(api.cache.revision()).await else {
+    let Ok(mut rx) = api.cache.watch_changes().await else {
         return;
     };
     loop {
@@ -165,11 +165,11 @@ pub async fn run(api: Arc<Api>) {
                     }
                 }
             }
-            // Behind the compacted history: start over from now.
+            // Behind the in-memory history: start over from now.
             Err(crate::store::StoreError::Compacted { .. }) => {
                 rebuild(&api);
                 establish_all(&api).await;
-                match api.cache.watch_from(api.cache.revision()).await {
+                match api.cache.watch_changes().await {
                     Ok(r) => rx = r,
                     Err(_) => return,
                 }

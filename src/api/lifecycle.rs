@@ -100,7 +100,7 @@ pub async fn bootstrap(api: &Arc<Api>, port: u16) -> anyhow::Result<()> {
 /// Reacts to changes: runs namespace finalization and garbage collection
 /// whenever anything changes, coalescing bursts.
 pub async fn run(api: Arc<Api>) {
-    let mut rx = match api.cache.watch_from(api.cache.revision()).await {
+    let mut rx = match api.cache.watch_changes().await {
         Ok(rx) => rx,
         Err(_) => return,
     };
@@ -129,10 +129,10 @@ pub async fn run(api: Arc<Api>) {
                 Err(_) => return,
             }
         }
-        // Fell behind the compacted history (a long GC pass): start over
+        // Fell behind the in-memory history (a long GC pass): start over
         // from now; one full pass covers whatever was missed.
         if behind {
-            rx = match api.cache.watch_from(api.cache.revision()).await {
+            rx = match api.cache.watch_changes().await {
                 Ok(r) => r,
                 Err(_) => return,
             };
